@@ -1,0 +1,158 @@
+"""The answer protocol on real GSM8K golds, hand-written edge cases and generated spellings."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grpo_gsm8k.grading import (
+    MODES,
+    canonical,
+    extract_flexible,
+    extract_strict,
+    grade,
+    parse_gold,
+    parse_number,
+    same_number,
+)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_every_gold_grades_correct_against_itself(gsm8k_dir: Path, split: str) -> None:
+    n = 0
+    for line in (gsm8k_dir / f"{split}.jsonl").open():
+        answer = json.loads(line)["answer"]
+        gold = parse_gold(answer)
+        assert gold == answer.rsplit("####", 1)[1].strip().replace(",", "")
+        for mode in MODES:
+            assert grade(answer, gold, mode), (split, n, mode)
+        n += 1
+    assert n == {"train": 7473, "test": 1319}[split]
+
+
+def test_comma_and_negative_golds(gsm8k_dir: Path) -> None:
+    raws = [
+        json.loads(line)["answer"].rsplit("####", 1)[1].strip()
+        for split in ("train", "test")
+        for line in (gsm8k_dir / f"{split}.jsonl").open()
+    ]
+    commas = [r for r in raws if "," in r]
+    negatives = [r for r in raws if r.startswith("-")]
+    assert len(commas) == 93 and len(negatives) == 5
+    for raw in commas + negatives:
+        gold = parse_gold(f"work\n#### {raw}")
+        assert Decimal(gold) == Decimal(raw.replace(",", ""))
+        assert grade(f"So the total is {raw}.\n#### {raw}", gold, "strict")
+    assert all(parse_gold(f"#### {r}").startswith("-") for r in negatives)
+
+
+# (completion, strict prediction, flexible prediction)
+EDGE_CASES = [
+    ("First guess:\n#### 11\nWait, recheck.\n#### 18", "18", "18"),
+    ("#### 11 is wrong; the answer is 18", "11", "18"),
+    ("The total is $\\boxed{1{,}080}$.", None, "1080"),
+    ("So she pays $1,234.50.", None, "1234.5"),
+    ("#### $1,234.50", "1234.5", "1234.5"),
+    ("The change is -3 degrees.\n#### -3", "-3", "-3"),
+    ("#### −7", "-7", "-7"),
+    ("She owes -$5.\n#### $-5", "-5", "-5"),
+    ("Nothing to see here.", None, None),
+    ("", None, None),
+    ("####", None, None),
+    ("#### \nforty-two 42", None, "42"),
+    ("16-3-4=9 eggs, 9*2 = $18 per day", None, "18"),
+    ("The answer is: 42%.", None, "42"),
+    ("Answer: 18 dollars", None, "18"),
+    ("The ANSWER IS 7.\nThen I add 3 more and get 10.", None, "7"),
+    ("\\boxed{x = 5} and later 9", None, "5"),
+    ("The answer is below.\n#### 42\nSo the answer is clear.", "42", "42"),
+    ("1\\,080 apples", None, "1080"),
+    ("It costs \\$12 in total", None, "12"),
+    ("#### 18.00", "18", "18"),
+    ("#### 0.50", "0.5", "0.5"),
+    ("#### 1,000,000", "1000000", "1000000"),
+    ("values 1,2,3", None, "3"),
+    ("x" * 200_000 + " so the answer is 77\n#### 77", "77", "77"),
+    ("word " * 50_000, None, None),
+]
+
+
+@pytest.mark.parametrize(("completion", "strict", "flexible"), EDGE_CASES)
+def test_edge_cases(completion: str, strict: str | None, flexible: str | None) -> None:
+    assert extract_strict(completion) == strict
+    assert extract_flexible(completion) == flexible
+
+
+def test_comparison_is_exact_decimal() -> None:
+    assert same_number("18", "18") and same_number(parse_number("$18.00"), "18")
+    assert same_number(parse_number("1,080"), "1080")
+    assert not same_number("-3", "3")
+    assert not same_number(None, "3")
+    assert not same_number("18.01", "18")
+    assert grade("#### 18.0", "18", "strict")
+    assert not grade("#### 3", "-3", "strict")
+
+
+def test_parse_gold_forms() -> None:
+    assert parse_gold("1,080") == "1080"
+    assert parse_gold("$18.00") == "18"
+    assert parse_gold("-3") == "-3"
+    assert parse_gold("She had 5.\n#### 5") == "5"
+    with pytest.raises(ValueError):
+        parse_gold("no number")
+    with pytest.raises(ValueError):
+        parse_gold("text\n#### none")
+
+
+# ------------------------------------------------------------------- property tests (hypothesis)
+
+amounts = st.decimals(
+    min_value=Decimal("-1e9"), max_value=Decimal("1e9"), places=2, allow_nan=False
+)
+
+
+def spellings(value: Decimal) -> list[str]:
+    """Supported ways to write ``value``."""
+    sign = "-" if value < 0 else ""
+    mag = abs(value)
+    whole, frac = f"{mag:f}".partition(".")[::2]
+    frac = f".{frac}" if frac else ""
+    commas = f"{int(whole):,}"
+    return [
+        f"{sign}{whole}{frac}",
+        f"{sign}{commas}{frac}",
+        f"{sign}${commas}{frac}",
+        f"${sign}{whole}{frac}",
+        f"{sign}{commas.replace(',', '{,}')}{frac}",
+        f"{sign}{whole}{frac}0",
+        f"{sign}{whole}{frac}.",
+        f"{sign}{whole}{frac}%",
+    ]
+
+
+@given(amounts, st.sampled_from(["", "The total is ", "So: "]), st.sampled_from(["", " dollars"]))
+def test_any_spelling_grades_equal(value: Decimal, prefix: str, unit: str) -> None:
+    gold = canonical(value)
+    for spelling in spellings(value):
+        text = f"{prefix}{spelling}{unit}"
+        assert grade(f"work...\n#### {text}", gold, "strict"), text
+        assert grade(f"reasoning 1 2 3\n{text}", gold, "flexible"), text
+        assert grade(f"The answer is \\boxed{{{spelling}}}", gold, "flexible"), text
+        assert same_number(parse_gold(spelling), gold), spelling
+
+
+@given(amounts, amounts)
+def test_distinct_numbers_never_match(a: Decimal, b: Decimal) -> None:
+    if a != b:
+        assert not grade(f"#### {a:f}", canonical(b), "strict")
+
+
+@given(st.text(max_size=300))
+def test_never_crashes(text: str) -> None:
+    for mode in MODES:
+        grade(text, "1", mode)
