@@ -122,6 +122,7 @@ def _convert_gguf(gguf: Path) -> Path:
         # A dequantized GGUF still carries its quantization config; Trainer would refuse it.
         model.config.quantization_config = None
         del model.config.quantization_config
+        model.hf_quantizer = None  # type: ignore[assignment]  # else save_pretrained refuses
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "grpo_gsm8k_source.json").write_text(json.dumps({"gguf": str(gguf)}) + "\n")
