@@ -1,0 +1,130 @@
+"""``grpo-gsm8k compare RUN_A RUN_B``: paired comparison of two eval runs on their common questions.
+
+Questions are joined on ``id``; each run's first completion is used. For accuracy (strict,
+flexible) and format compliance: both rates with Wilson 95% CIs, the difference B - A with
+Newcombe's paired 95% CI (1998, method 10: Wilson margins + correlation correction), the exact
+McNemar p-value (two-sided binomial test of the discordant pairs, scipy ``binomtest``) and the
+counts fixed (A wrong, B right) / broken (A right, B wrong).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .data import DataError, atomic_write_text, read_jsonl, to_jsonl
+from .stats import paired
+
+METRICS = {
+    "accuracy_strict": "correct_strict",
+    "accuracy_flexible": "correct_flexible",
+    "format": "format_ok",
+}
+
+
+def load_run(run: str) -> dict[str, dict[str, Any]]:
+    """The samples.jsonl rows of an eval output folder, by id."""
+    path = Path(run) / "samples.jsonl"
+    if not Path(run).is_dir():
+        raise DataError(f"{run}: no such eval folder")
+    rows: dict[str, dict[str, Any]] = {}
+    for lineno, row in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        if "id" not in row:
+            raise DataError(f"{where}: missing field 'id'")
+        for field in ["completions", *METRICS.values()]:
+            value = row.get(field)
+            if not isinstance(value, list) or not value:
+                raise DataError(f"{where}: field '{field}' must be a non-empty list")
+        rows[str(row["id"])] = row
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def compare_runs(run_a: str, run_b: str, out: str | None = None) -> dict[str, Any]:
+    """Write compare.json (all numbers) and compare.jsonl (the questions whose strict or flexible
+    correctness differs, with both completions) to ``out`` (default ``<RUN_B>/compare-<A>``)."""
+    a, b = load_run(run_a), load_run(run_b)
+    common = [i for i in a if i in b]
+    if not common:
+        raise DataError(f"{run_a} and {run_b} share no question ids")
+    results = {}
+    for name, field in METRICS.items():
+        results[name] = paired(
+            [bool(a[i][field][0]) for i in common], [bool(b[i][field][0]) for i in common]
+        ).to_dict()
+    changed = []
+    for i in common:
+        flips = {
+            m: ("fixed" if b[i][f][0] else "broken")
+            for m, f in METRICS.items()
+            if m != "format" and bool(a[i][f][0]) != bool(b[i][f][0])
+        }
+        if flips:
+            changed.append(
+                {
+                    "id": i,
+                    "question": b[i].get("question"),
+                    "gold": b[i].get("gold"),
+                    "change": flips,
+                    "completion_a": a[i]["completions"][0],
+                    "completion_b": b[i]["completions"][0],
+                    "pred_flexible_a": a[i].get("pred_flexible", [None])[0],
+                    "pred_flexible_b": b[i].get("pred_flexible", [None])[0],
+                }
+            )
+    name_a = Path(run_a).resolve().name
+    out_dir = Path(out) if out else Path(run_b) / f"compare-{name_a}"
+    summary = {
+        "run_a": str(run_a),
+        "run_b": str(run_b),
+        "n_common": len(common),
+        "n_a": len(a),
+        "n_b": len(b),
+        "difference": "B - A",
+        "ci_method": "Wilson (rates); Newcombe 1998 method 10 (paired difference)",
+        "test": "exact McNemar (two-sided binomial test on discordant pairs)",
+        "metrics": results,
+        "out": str(out_dir),
+    }
+    atomic_write_text(out_dir / "compare.jsonl", to_jsonl(changed))
+    atomic_write_text(out_dir / "compare.json", json.dumps(summary, indent=2) + "\n")
+    print_comparison(summary)
+    return summary
+
+
+def print_comparison(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}%"
+
+    table = Table(
+        title=f"B = {summary['run_b']}  vs  A = {summary['run_a']}  (n={summary['n_common']})"
+    )
+    for col in [
+        "metric",
+        "A [95% CI]",
+        "B [95% CI]",
+        "B - A [95% CI]",
+        "fixed",
+        "broken",
+        "McNemar p",
+    ]:
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, r in summary["metrics"].items():
+        table.add_row(
+            name,
+            f"{pct(r['rate_a'])} [{pct(r['ci_a'][0])}, {pct(r['ci_a'][1])}]",
+            f"{pct(r['rate_b'])} [{pct(r['ci_b'][0])}, {pct(r['ci_b'][1])}]",
+            f"{100 * r['diff']:+.1f} pts "
+            f"[{100 * r['diff_ci'][0]:+.1f}, {100 * r['diff_ci'][1]:+.1f}]",
+            str(r["fixed"]),
+            str(r["broken"]),
+            f"{r['mcnemar_p']:.3g}",
+        )
+    Console().print(table)
+    print(f"wrote {summary['out']}/compare.json and compare.jsonl")
