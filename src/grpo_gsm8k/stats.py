@@ -83,10 +83,11 @@ def mcnemar_exact(fixed: int, broken: int) -> float:
 
 
 def newcombe_paired_ci(
-    both: int, a_only: int, b_only: int, neither: int, z: float = 1.96
+    both: int, a_only: int, b_only: int, neither: int, z: float = Z95
 ) -> tuple[float, float]:
     """95% CI of p_B - p_A for paired proportions: Newcombe (1998), method 10 (Wilson score
-    intervals of each margin combined with a continuity-free correlation correction)."""
+    intervals of each margin combined through the correlation phi of the 2x2 table, with the
+    numerator AD - BC reduced by n/2 when positive, as in the paper)."""
     n = both + a_only + b_only + neither
     if n == 0:
         return (-1.0, 1.0)
@@ -96,9 +97,10 @@ def newcombe_paired_ci(
     lb, ub = wilson(b_right, n, z)
     # phi: the correlation of the two outcomes; 0 when a margin is empty (the product below is 0)
     margins = (both + a_only) * (b_only + neither) * (both + b_only) * (a_only + neither)
-    phi = 0.0
-    if margins > 0:
-        phi = (both * neither - a_only * b_only) / math.sqrt(margins)
+    # Newcombe's phi: AD - BC shrunk by n/2 towards 0 when positive
+    cross = both * neither - a_only * b_only
+    corrected = max(cross - n / 2, 0.0) if cross > 0 else float(cross)
+    phi = corrected / math.sqrt(margins) if margins > 0 else 0.0
     d = pb - pa
     lower_sq = (pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2
     upper_sq = (ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2
