@@ -111,9 +111,10 @@ def test_eval_resumes_after_interruption(
         "eval", "smollm2-135m", "--data", str(prepared / "eval.jsonl"), "--limit", "4",
         "--backend", "hf", "--max-new-tokens", TOKENS, "--out", str(out),
     ]  # fmt: skip
-    code, stdout, _ = run_cli(argv, capsys)
+    code, stdout, _ = run_cli([*argv, "--chunk-size", "1"], capsys)
     assert code == 0
     assert "resuming, 2 questions done, 2 to go" in stdout
+    assert "3/4 questions done" in stdout and "4/4 questions done" in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 4
     assert summary["resumed_rows"] == 2

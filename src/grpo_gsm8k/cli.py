@@ -54,6 +54,7 @@ def _eval(args: argparse.Namespace) -> None:
             data_parallel_size=args.data_parallel_size,
             gpu_memory_utilization=args.gpu_memory_utilization,
             trust_remote_code=args.trust_remote_code,
+            chunk_size=args.chunk_size,
             command=["grpo-gsm8k", *sys.argv[1:]] if args.argv is None else args.argv,
         )
     )
@@ -66,6 +67,9 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
     from .recipe import RecipeError
     from .train import train
 
@@ -192,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-memory-utilization",
         type=float,
         help="vllm: share of GPU memory, or of RAM on CPU (default 0.9 on GPU, 0.25 on CPU)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        help="questions per generate call, saved to samples.jsonl after each (default: 64 for "
+        "hf, 256 for vllm)",
     )
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     p.set_defaults(handler=_eval)

@@ -86,7 +86,9 @@ class EvalSettings:
     data_parallel_size: int = 1  # vllm: independent engine replicas
     gpu_memory_utilization: float | None = None  # vllm; None: 0.9 on GPU, 0.25 of RAM on CPU
     trust_remote_code: bool = False
-    chunk_size: int = 64  # questions generated between appends to samples.jsonl
+    # questions generated between appends to samples.jsonl (what a crash can lose); None: 64 for
+    # hf, 256 for vllm (vLLM is fastest with many prompts in flight)
+    chunk_size: int | None = None
     command: list[str] = field(default_factory=list)  # the command line, recorded in summary
 
     def sampling(self) -> SamplingSettings:
@@ -111,7 +113,12 @@ class EvalError(Exception):
 
 
 def default_out_dir(model: str) -> Path:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model.rstrip("/")).name or model).strip("_")
+    """``runs/eval/<model name>-<timestamp>``; a ``checkpoint-N`` folder keeps its parent's name."""
+    path = Path(model.rstrip("/"))
+    name = path.name or model
+    if name.startswith("checkpoint") and path.parent.name:
+        name = f"{path.parent.name}-{name}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
     return Path("runs") / "eval" / f"{name or 'model'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -276,8 +283,8 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     sampling = settings.sampling()
     if settings.limit is not None and settings.limit < 1:
         raise EvalError(f"--limit must be at least 1, got {settings.limit}")
-    if settings.chunk_size < 1:
-        raise EvalError(f"chunk size must be at least 1, got {settings.chunk_size}")
+    if settings.chunk_size is not None and settings.chunk_size < 1:
+        raise EvalError(f"--chunk-size must be at least 1, got {settings.chunk_size}")
     examples = load_examples(settings.data)[: settings.limit]
     data = data_fingerprint(settings.data)
     resolved = resolve_model(settings.model, settings.trust_remote_code)
@@ -290,6 +297,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
         backend_name = "vllm" if vllm_available() else "hf"
     if backend_name not in ("hf", "vllm"):
         raise EvalError(f"--backend must be hf, vllm or auto, got {settings.backend!r}")
+    chunk_size = settings.chunk_size or (64 if backend_name == "hf" else 256)
     out = Path(settings.out) if settings.out else default_out_dir(settings.model)
 
     # what must match for a run folder to be resumed
@@ -346,8 +354,8 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
         backend = load_backend(backend_name, resolved.path, **options)
         load_s = time.perf_counter() - t0
         try:
-            for start in range(0, len(todo), settings.chunk_size):
-                chunk = todo[start : start + settings.chunk_size]
+            for start in range(0, len(todo), chunk_size):
+                chunk = todo[start : start + chunk_size]
                 prompts = [render_prompt(e.question, tokenizer, style) for e in chunk]
                 t0 = time.perf_counter()
                 groups = backend.generate(prompts, sampling)
@@ -370,6 +378,12 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
                     )
                 append_rows(samples_path, new_rows)
                 rows.extend(new_rows)
+                print(f"{len(rows)}/{len(examples)} questions done ({samples_path})", flush=True)
+        except KeyboardInterrupt:
+            print(
+                f"{len(rows)} questions saved in {samples_path}; rerun the same command to resume"
+            )
+            raise
         finally:
             backend.close()
 
@@ -393,6 +407,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
             "tensor_parallel_size": settings.tensor_parallel_size,
             "data_parallel_size": settings.data_parallel_size,
             "gpu_memory_utilization": settings.gpu_memory_utilization,
+            "chunk_size": chunk_size,
             "trust_remote_code": settings.trust_remote_code,
         },
         "identity": identity,
