@@ -1,0 +1,321 @@
+"""``grpo-gsm8k train``: Dr GRPO on GSM8K with TRL's ``GRPOTrainer``.
+
+What the output dir holds when a run ends:
+
+- the final model + tokenizer (a checkpoint ``eval`` loads; for a LoRA run the adapter, and the
+  merged model in ``merged/``), ``checkpoint-N/`` every ``save_steps`` (``--resume`` continues
+  from the latest, at the same step and data order);
+- ``grpo_gsm8k_config.json``: every setting (ours and GRPOConfig's), model path, data sha256,
+  package versions;
+- ``metrics.jsonl``: one line per log event (TRL's training metrics and ``eval/*``, the greedy
+  in-training eval on held-out questions), for plotting offline;
+- ``completions.jsonl``: a few sampled completions per step with their rewards.
+
+Prompts are rendered to text with :func:`grpo_gsm8k.data.render_prompt`, the template ``eval``
+uses, so training and eval see the same tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+
+from .data import PromptStyle, atomic_write_text, data_fingerprint, load_examples, render_prompt
+from .evaluate import score
+from .generation import SamplingSettings
+from .generation.hf import generate
+from .models import resolve_model
+from .recipe import RecipeError, ScriptArguments, parse_train_args, resolved_settings
+from .recipe import reward_settings as make_reward_settings
+from .rewards import RewardFunc, completion_text, make_reward_funcs
+
+CONFIG_FILE = "grpo_gsm8k_config.json"
+METRICS_FILE = "metrics.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
+PACKAGES = ("grpo-gsm8k", "torch", "transformers", "trl", "accelerate", "datasets", "peft", "vllm")
+
+
+def train(argv: list[str]) -> Path:
+    """Parse ``argv`` (``--config recipe.yaml`` + overrides), train, return the output dir."""
+    script, config = parse_train_args(argv)  # every check that needs no model happens here
+    out = Path(config.output_dir)
+    resolved = resolve_model(script.model, config.trust_remote_code)
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolved.path, trust_remote_code=config.trust_remote_code
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_rows = load_examples(script.train_file)
+    eval_rows = []
+    if script.eval_every and script.eval_file:
+        eval_rows = load_examples(script.eval_file)[: script.eval_size]
+    overlap = {e.question for e in train_rows} & {e.question for e in eval_rows}
+    if overlap:
+        raise RecipeError(
+            f"eval_file {script.eval_file}: {len(overlap)} of the first {script.eval_size} "
+            f"questions are also in train_file {script.train_file}"
+        )
+    style: PromptStyle = "raw" if script.prompt_style == "raw" else "chat"
+    dataset = Dataset.from_list(
+        [{"prompt": trl_prompt(e.question, tokenizer, style), "gold": e.gold} for e in train_rows]
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = None
+    if script.resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = get_last_checkpoint(str(out))
+        step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+        for name in (METRICS_FILE, COMPLETIONS_FILE):  # drop what was logged after the checkpoint
+            _truncate_jsonl(out / name, step)
+    record = {
+        **resolved_settings(script, config),
+        "model": {"name": resolved.name, "path": resolved.path, "source": resolved.source},
+        "data": {
+            "train": data_fingerprint(script.train_file),
+            "eval": data_fingerprint(script.eval_file) if script.eval_file and eval_rows else None,
+        },
+        "resumed_from": checkpoint,
+        "command": ["grpo-gsm8k", "train", *argv],
+        "versions": versions(),
+    }
+    atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+
+    rewards = make_reward_funcs(script.rewards, make_reward_settings(script))
+    completions_log = CompletionLog(
+        out / COMPLETIONS_FILE, script.completions_per_step, config.process_index == 0
+    )
+    trainer = Trainer(
+        model=resolved.path,
+        reward_funcs=completions_log.wrap(rewards),  # type: ignore[arg-type]
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(script),
+        callbacks=[MetricsFile(out / METRICS_FILE)],
+    )
+    if eval_rows:
+        prompts = [render_prompt(e.question, tokenizer, style) for e in eval_rows]
+        max_new = script.eval_max_new_tokens or config.max_completion_length
+        trainer.add_callback(
+            HeldOutEval(
+                trainer,
+                prompts,
+                [e.gold for e in eval_rows],
+                script.eval_every,
+                script.eval_at_start,
+                max_new,
+                script.eval_batch_size,
+            )
+        )
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out))
+    if script.use_peft and trainer.accelerator.is_main_process:
+        from .models import merge_adapter
+
+        merge_adapter(str(out), str(out / "merged"), config.trust_remote_code)
+    return out
+
+
+def trl_prompt(question: str, tokenizer: Any, style: Any) -> str:
+    """The prompt column: eval's rendered text. TRL tokenizes it with special tokens; if that
+    would add a second BOS to a chat template's own, the text's BOS is left to the tokenizer."""
+    text = render_prompt(question, tokenizer, style)
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos):
+        ids = tokenizer(text)["input_ids"]
+        if ids[:2] == [tokenizer.bos_token_id] * 2:
+            text = text[len(bos) :]
+            assert tokenizer(text)["input_ids"] == ids[1:]
+    return text
+
+
+def lora_config(script: ScriptArguments) -> Any:
+    if not script.use_peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=script.lora_r,
+        lora_alpha=script.lora_alpha,
+        lora_dropout=script.lora_dropout,
+        target_modules=script.lora_target_modules or "all-linear",
+        bias="none",
+    )
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def export(adapter: str, out: str, trust_remote_code: bool = False) -> None:
+    """Merge a LoRA adapter into its base model: a plain checkpoint (+ tokenizer) in ``out``."""
+    import shutil
+    import tempfile
+
+    from .models import ModelError, merge_adapter
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ModelError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    final = Path(out)
+    if final.exists() and any(final.iterdir()):
+        raise ModelError(f"{out}: already exists and is not empty")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        merge_adapter(adapter, str(tmp), trust_remote_code)
+        if final.exists():
+            final.rmdir()
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    atomic_write_text(path, "".join(kept))
+
+
+# ------------------------------------------------------------------------- trainer and callbacks
+
+
+class Trainer(GRPOTrainer):
+    """GRPOTrainer whose next log event also carries ``extra_logs`` (the in-training eval)."""
+
+    extra_logs: dict[str, float] | None = None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.extra_logs:
+            logs = {**logs, **self.extra_logs}
+            self.extra_logs = None
+        super().log(logs, start_time)
+
+
+class MetricsFile(TrainerCallback):
+    """Appends every log event to ``metrics.jsonl`` as one JSON line with its step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
+        if state.is_world_process_zero and logs:
+            row = {"step": state.global_step, "epoch": state.epoch, **logs}
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, default=float) + "\n")
+
+
+class HeldOutEval(TrainerCallback):
+    """Greedy accuracy (strict, flexible) and format rate on held-out questions every ``every``
+    steps (and at the start and the end) on the live model, logged as ``eval/*``."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        prompts: list[str],
+        golds: list[str],
+        every: int,
+        at_start: bool,
+        max_new_tokens: int,
+        batch_size: int,
+    ) -> None:
+        self.trainer = trainer
+        self.prompts = prompts
+        self.golds = golds
+        self.every = every
+        self.at_start = at_start
+        self.sampling = SamplingSettings(max_new_tokens=max_new_tokens)
+        self.batch_size = batch_size
+
+    def evaluate(self) -> dict[str, float]:
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        results = generate(
+            model,
+            self.trainer.processing_class,
+            self.prompts,
+            self.sampling,
+            self.batch_size,
+            progress=False,
+        )
+        texts = [group[0].text for group in results]
+        metrics = {f"eval/{k}": v for k, v in score(texts, self.golds).items()}
+        metrics["eval/mean_tokens"] = sum(g[0].tokens for g in results) / len(results)
+        metrics["eval/truncated_rate"] = sum(g[0].truncated for g in results) / len(results)
+        return metrics
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if self.at_start and state.global_step == 0:
+            self.trainer.log(self.evaluate())
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self.trainer.extra_logs = self.evaluate()
+            control.should_log = True
+        return control
+
+
+class CompletionLog:
+    """Wraps the reward functions: the last one of each call appends a few completions with
+    every reward's value (and which keyword arguments TRL passed) to ``completions.jsonl``."""
+
+    def __init__(self, path: Path, per_step: int, enabled: bool) -> None:
+        self.path = path
+        self.per_step = per_step
+        self.enabled = enabled and per_step > 0
+        self.values: dict[str, list[float]] = {}
+
+    def wrap(self, funcs: list[RewardFunc]) -> list[RewardFunc]:
+        return [self._wrap(f, last=i == len(funcs) - 1) for i, f in enumerate(funcs)]
+
+    def _wrap(self, func: RewardFunc, last: bool) -> RewardFunc:
+        @functools.wraps(func)
+        def wrapped(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+            values = func(prompts, completions, **kwargs)
+            self.values[func.__name__] = values
+            if last and self.enabled:
+                self._write(completions, kwargs)
+            return values
+
+        return wrapped
+
+    def _write(self, completions: list[Any], kwargs: dict[str, Any]) -> None:
+        state = kwargs.get("trainer_state")
+        step = state.global_step + 1 if state is not None else None
+        ids = kwargs.get("completion_ids")
+        golds = kwargs.get("gold")
+        rows = []
+        for i in range(min(self.per_step, len(completions))):
+            rows.append(
+                {
+                    "step": step,
+                    "gold": golds[i] if golds else None,
+                    "completion": completion_text(completions[i]),
+                    "tokens": len(ids[i]) if ids else None,
+                    "rewards": {name: v[i] for name, v in self.values.items()},
+                    "reward_kwargs": sorted(kwargs),
+                }
+            )
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
