@@ -36,6 +36,8 @@ demo: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_grading.py
+	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
