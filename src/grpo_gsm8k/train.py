@@ -260,15 +260,19 @@ class HeldOutEval(TrainerCallback):
         self.batch_size = batch_size
 
     def evaluate(self) -> dict[str, float]:
+        import torch
+
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        results = generate(
-            model,
-            self.trainer.processing_class,
-            self.prompts,
-            self.sampling,
-            self.batch_size,
-            progress=False,
-        )
+        cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda):  # generate() seeds; keep training's RNG as is
+            results = generate(
+                model,
+                self.trainer.processing_class,
+                self.prompts,
+                self.sampling,
+                self.batch_size,
+                progress=False,
+            )
         texts = [group[0].text for group in results]
         metrics = {f"eval/{k}": v for k, v in score(texts, self.golds).items()}
         metrics["eval/mean_tokens"] = sum(g[0].tokens for g in results) / len(results)
