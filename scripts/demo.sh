@@ -8,8 +8,11 @@ BIN=.venv/bin
 GSM8K=${GSM8K:-../shared/data/gsm8k}
 DATA=${DATA:-data}
 OUT=${OUT:-runs/demo}
-N=${DEMO_EVAL_N:-128}          # held-out test questions evaluated before and after
-TOKENS=${DEMO_MAX_NEW_TOKENS:-256}
+N=${DEMO_EVAL_N:-64}           # held-out test questions evaluated before and after
+TOKENS=${DEMO_MAX_NEW_TOKENS:-192}
+# hf: on a CPU without AVX-512 (this machine) vLLM runs bf16 through a slow fallback path;
+# DEMO_BACKEND=vllm (or auto) where vLLM is fast (GPUs, AVX-512 CPUs).
+BACKEND=${DEMO_BACKEND:-hf}
 RECIPE=${RECIPE:-recipes/cpu-smollm2.yaml}
 start=$(date +%s)
 
@@ -20,7 +23,7 @@ $BIN/grpo-gsm8k prepare --source "$GSM8K" --out "$DATA"
 
 step "baseline eval: smollm2-135m on the first $N eval questions (greedy, $TOKENS new tokens)"
 $BIN/grpo-gsm8k eval smollm2-135m --data "$DATA/eval.jsonl" --limit "$N" \
-  --max-new-tokens "$TOKENS" --out "$OUT/eval-before"
+  --max-new-tokens "$TOKENS" --backend "$BACKEND" --out "$OUT/eval-before"
 
 step "train: Dr GRPO with $RECIPE -> $OUT/train"
 resume=()
@@ -30,7 +33,7 @@ $BIN/grpo-gsm8k train --config "$RECIPE" --train_file "$DATA/train.jsonl" \
 
 step "eval after training: the same $N questions, same settings"
 $BIN/grpo-gsm8k eval "$OUT/train" --data "$DATA/eval.jsonl" --limit "$N" \
-  --max-new-tokens "$TOKENS" --out "$OUT/eval-after"
+  --max-new-tokens "$TOKENS" --backend "$BACKEND" --out "$OUT/eval-after"
 
 step "compare: before vs after, paired on the same questions"
 $BIN/grpo-gsm8k compare "$OUT/eval-before" "$OUT/eval-after" --out "$OUT/compare"
