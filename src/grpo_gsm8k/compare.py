@@ -126,5 +126,5 @@ def print_comparison(summary: dict[str, Any]) -> None:
             str(r["broken"]),
             f"{r['mcnemar_p']:.3g}",
         )
-    Console().print(table)
+    Console(width=max(Console().width, 132)).print(table)  # 7 columns: never wrap in a log
     print(f"wrote {summary['out']}/compare.json and compare.jsonl")
