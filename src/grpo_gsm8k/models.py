@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -103,18 +104,29 @@ def _publish(tmp: Path, final: Path) -> Path:
     return final
 
 
-def _convert_gguf(gguf: Path) -> Path:
-    """Dequantize the GGUF once into ``<cache>/models/<stem>-<hash>`` and return that folder."""
-    digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
-    final = cache_dir() / "models" / f"{gguf.stem}-{digest}"
+def _build_once(final: Path, build: Callable[[Path], None]) -> Path:
+    """``final`` if it holds a checkpoint, else ``build(tmp)`` in a temp folder beside it, then a
+    rename: an interrupted build never leaves a half-written checkpoint in the cache."""
     if (final / "config.json").is_file():
         return final
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _publish(tmp, final)
+
+
+def _convert_gguf(gguf: Path) -> Path:
+    """Dequantize the GGUF once into ``<cache>/models/<stem>-<hash>`` and return that folder."""
+    digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -126,10 +138,8 @@ def _convert_gguf(gguf: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "grpo_gsm8k_source.json").write_text(json.dumps({"gguf": str(gguf)}) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _publish(tmp, final)
+
+    return _build_once(cache_dir() / "models" / f"{gguf.stem}-{digest}", build)
 
 
 def _merged_adapter(adapter: Path, trust_remote_code: bool) -> Path:
@@ -139,16 +149,7 @@ def _merged_adapter(adapter: Path, trust_remote_code: bool) -> Path:
     for f in [adapter / "adapter_config.json", *weights]:
         digest.update(f.read_bytes())
     final = cache_dir() / "merged" / f"{adapter.resolve().name}-{digest.hexdigest()[:12]}"
-    if (final / "config.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
-        merge_adapter(str(adapter), str(tmp), trust_remote_code)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _publish(tmp, final)
+    return _build_once(final, lambda tmp: merge_adapter(str(adapter), str(tmp), trust_remote_code))
 
 
 def merge_adapter(adapter: str, out_dir: str, trust_remote_code: bool = False) -> None:
