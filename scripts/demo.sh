@@ -10,9 +10,9 @@ DATA=${DATA:-data}
 OUT=${OUT:-runs/demo}
 N=${DEMO_EVAL_N:-64}           # held-out test questions evaluated before and after
 TOKENS=${DEMO_MAX_NEW_TOKENS:-192}
-# hf: on a CPU without AVX-512 (this machine) vLLM runs bf16 through a slow fallback path;
-# DEMO_BACKEND=vllm (or auto) where vLLM is fast (GPUs, AVX-512 CPUs).
-BACKEND=${DEMO_BACKEND:-hf}
+# auto: decided from the machine (grpo_gsm8k/hardware.py: vLLM on GPUs and AVX-512 CPUs,
+# transformers on AVX2-only CPUs), printed and recorded in each summary.json
+BACKEND=${DEMO_BACKEND:-auto}
 RECIPE=${RECIPE:-recipes/cpu-smollm2.yaml}
 start=$(date +%s)
 
