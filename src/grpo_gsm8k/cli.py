@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
 
@@ -85,6 +86,52 @@ def _export(args: argparse.Namespace) -> None:
 
     export(args.adapter, args.out, args.trust_remote_code)
     print(f"wrote {args.out}")
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .chat import ChatConfig, run_chat
+
+    return run_chat(ChatConfig(**_dataclass_values(ChatConfig, args)))
+
+
+def _add_dataclass_options(
+    parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()
+) -> None:
+    """One argument per field of the dataclass ``cls``, help from the field's metadata: lists are
+    repeatable options (or ``nargs='+'`` positionals), Literals choices, bools flags."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        kwargs: dict[str, Any] = {"help": f.metadata.get("help")}
+        if typing.get_origin(kind) is list:
+            kwargs.update(type=args[0], default=None)
+            if f.name not in positional:
+                kwargs["action"] = "append"
+        elif kind is bool:
+            kwargs["action"] = "store_true"
+        elif typing.get_origin(kind) is typing.Literal:
+            kwargs.update(choices=args, default=f.default)
+        else:
+            kwargs.update(type=args[0] if args else kind, default=f.default)
+        if f.name in positional:
+            parser.add_argument(f.name, nargs="+", metavar=f.name.upper().rstrip("S"), **kwargs)
+        else:
+            parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def _dataclass_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed values of ``cls``'s fields; an option not given keeps the field's default."""
+    import dataclasses
+
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(args, f.name) is not None or f.default is None
+    }
 
 
 def _eval_size(value: str) -> str:
@@ -243,6 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-remote-code", action="store_true", help="allow the model's own Python code"
     )
     p.set_defaults(handler=_export)
+
+    from .chat import ChatConfig
+
+    p = sub.add_parser(
+        "chat",
+        help="ask several models at once in the terminal; /gsm8k grades them on eval questions",
+        description="Every line you type goes to every model (each keeps its own conversation); "
+        "the answers stream side by side with the extracted answer, tokens and tokens/s. "
+        "Commands: /system, /temperature, /top-p, /max-tokens, /models, /reset, /gsm8k [N], "
+        "/save FILE, /help, /quit. Ctrl-C stops an answer, Ctrl-D quits.",
+    )
+    _add_dataclass_options(p, ChatConfig, positional=("models",))
+    p.set_defaults(handler=_chat)
     return parser
 
 
@@ -253,6 +313,7 @@ def _positive_int(value: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .chat import ChatError
     from .data import DataError
     from .evaluate import EvalError
     from .models import ModelError
@@ -262,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args) or 0
-    except (UserError, DataError, ModelError, EvalError) as e:
+    except (UserError, DataError, ModelError, EvalError, ChatError) as e:
         print(f"grpo-gsm8k {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
