@@ -333,17 +333,22 @@ class VLLMEngine:
     ) -> None:
         # in-process engine core: Ctrl-C must stop an answer, not kill an engine process
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from .generation.vllm import VLLMBackend
+        from transformers import AutoTokenizer
 
-        backend = VLLMBackend(
+        from .generation.vllm import _engine
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        llm = _engine(
             path,
-            gpu_memory_utilization=gpu_memory_utilization,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            seed=seed,
+            {
+                "gpu_memory_utilization": gpu_memory_utilization,
+                "dtype": dtype,
+                "trust_remote_code": trust_remote_code,
+                "seed": seed,
+                "use_tqdm_on_load": False,
+            },
         )
-        self.tokenizer = backend.tokenizer
-        self.engine = backend.llm.llm_engine
+        self.engine = llm.llm_engine
         self.dtype = str(self.engine.model_config.dtype).removeprefix("torch.")
         self._ids = itertools.count()
 
@@ -363,11 +368,10 @@ class VLLMEngine:
         params.output_kind = RequestOutputKind.CUMULATIVE
         ids = encode_prompt(self.tokenizer, prompt)
         started = time.perf_counter()
-        request = self.engine.add_request(
-            f"chat-{next(self._ids)}", tokens_input(ids, prompt=prompt), params
-        )
+        request = f"chat-{next(self._ids)}"  # outputs carry this id; vLLM adds a suffix inside
+        self.engine.add_request(request, tokens_input(ids, prompt=prompt), params)
         last = None
-        while last is None or not last.finished:
+        while self.engine.has_unfinished_requests():
             if stop.is_set():
                 self.engine.abort_request([request])
                 break
@@ -446,7 +450,7 @@ def load_models(config: ChatConfig, console: Any) -> list[ChatModel]:
 
     hf_logging.disable_progress_bar()  # the spinner is the progress display
     hf_logging.set_verbosity_error()
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM's start-up chatter
     backend = choose_backend(config.backend)
     n_vllm = len(set(config.models)) if backend == "vllm" else 0
     engines: dict[str, Engine] = {}  # the same checkpoint named twice is loaded once
