@@ -3,6 +3,7 @@ named twice, and ``--ask`` through the CLI (answers, /gsm8k grading, /save, a mo
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -122,14 +123,17 @@ def test_ask_two_models_follow_up_gsm8k_and_save(
 
 
 def test_a_model_that_fails_to_load_is_one_line_and_the_others_answer(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code = main(["chat", "/nonexistent/model", MODEL, "--max-new-tokens", "4", "--ask", "Hi"])
+    """Also: lines piped on stdin (not a terminal) are the inputs, /quit ends them."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hi\n/temperature x\n/quit\nnot asked\n"))
+    code = main(["chat", "/nonexistent/model", MODEL, "--max-new-tokens", "4"])
     out = capsys.readouterr().out
     assert code == 0
     failed = [line for line in out.splitlines() if "/nonexistent/model" in line]
     assert failed == ["✗ /nonexistent/model: no such model folder"]
-    assert f"✓ {MODEL}" in out and f"╭─ {MODEL}" in out and out.count("tok/s") == 1
+    assert f"✓ {MODEL}" in out and out.count(f"╭─ {MODEL}") == 1 and out.count("tok/s") == 1
+    assert "/temperature needs a number >= 0 (now 0.0)" in out
 
 
 def test_no_model_loads_or_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

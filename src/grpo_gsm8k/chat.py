@@ -552,12 +552,10 @@ def _stats(answer: Answer, extracted: str | None) -> str:
     rate = answer.tokens / answer.seconds if answer.seconds > 0 else 0.0
     parts = [
         f"answer {extracted if extracted is not None else '—'}",
-        f"{answer.tokens} tokens",
+        f"{answer.tokens} tokens" + (" (max)" if answer.truncated else ""),
         f"{answer.seconds:.1f} s",
         f"{rate:.1f} tok/s",
     ]
-    if answer.truncated:
-        parts.append("hit max tokens")
     if answer.stopped:
         parts.append("stopped")
     return " · ".join(parts)
@@ -953,8 +951,8 @@ def run_chat(config: ChatConfig) -> int:
                 break
         return 0
     console.print(
-        "[dim]Every line goes to every model. Enter sends; Esc+Enter or a trailing \\ adds a line. "
-        "/help lists the commands; Ctrl-D quits.[/dim]",
+        "[dim]Enter sends to every model · Esc+Enter or a trailing \\ adds a line · /help · "
+        "Ctrl-D quits[/dim]",
         **PLAIN,
     )
     for line in read_lines(config, console):
