@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .rewards import REWARD_NAMES, RewardSettings
+from .rewards import DEFAULT_REWARDS, REWARD_NAMES, RewardSettings
 
 # What differs from GRPOConfig's own defaults when a recipe does not say otherwise.
 DR_GRPO_DEFAULTS: dict[str, Any] = {
@@ -52,7 +52,7 @@ class ScriptArguments:
         metadata={"help": "prompt template, the same as eval's", "choices": ["chat", "raw"]},
     )
     rewards: list[str] = field(
-        default_factory=lambda: list(REWARD_NAMES),
+        default_factory=lambda: list(DEFAULT_REWARDS),
         metadata={"help": f"reward functions, any of {', '.join(REWARD_NAMES)}"},
     )
     reward_settings: dict | str | None = field(
