@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from grpo_gsm8k import grading
 from grpo_gsm8k.grading import (
     MODES,
     answer_line,
@@ -257,3 +258,26 @@ def test_extraction_is_linear(unit: str) -> None:
         fn(small)  # warm caches
         ratio = min_cpu_time(fn, large) / max(min_cpu_time(fn, small), 1e-6)
         assert ratio < 8, (unit, fn.__name__, ratio)
+
+
+SOUP = ["####", "#### ", "answer is ", "Answer: ", "\\boxed{", "}", "{", "=", " = ", ". ", "\n"]
+SOUP += [" ", "18", "-3", "$5", "1,080", "2.5", "x", "Step 2:", "**", "answer is18", "１８"]
+
+
+@given(st.lists(st.sampled_from(SOUP), max_size=14))
+def test_indexed_lookups_agree_with_direct_search(tokens: list[str]) -> None:
+    """Past its budget the flexible scan switches from direct region searches to indexes: both
+    must read every text alike."""
+    text = "".join(tokens)
+    direct = extract_flexible(text)
+    original = grading._Scan.__init__
+
+    def no_budget(self: grading._Scan, text: str) -> None:
+        original(self, text)
+        self.budget = 0
+
+    grading._Scan.__init__ = no_budget  # type: ignore[method-assign]
+    try:
+        assert extract_flexible(text) == direct
+    finally:
+        grading._Scan.__init__ = original  # type: ignore[method-assign]

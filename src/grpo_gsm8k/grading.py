@@ -46,8 +46,11 @@ _NUMBER = re.compile(r"(?=[-+\u2212$\d])(?<![\w.])" + _NUMBER_BODY, re.ASCII)
 _NUMBER_HERE = re.compile(_NUMBER_BODY, re.ASCII)  # .match() at the start of a marker's region
 # An answer line's "####": a whole run of 4+ "#" (possessive: a long run is matched once, not
 # once per start) directly followed by a number, with only spaces, "$" and "**" between.
-_ANSWER_HASHES = r"(?=#)(?<!#)#{4,}+[ \t]*+(?:(?:\*\*|\$)[ \t]*+)*+"
+_BEFORE_NUMBER = r"[ \t]*+(?:(?:\*\*|\$)[ \t]*+)*+"
+_ANSWER_HASHES = r"(?=#)(?<!#)#{4,}+" + _BEFORE_NUMBER
 _ANSWER = re.compile(_ANSWER_HASHES + _NUMBER_BODY, re.ASCII)
+# .match() at str.rfind("####"): the end of the last run of "#", so no look-behind is needed
+_ANSWER_TAIL = re.compile("####" + _BEFORE_NUMBER + _NUMBER_BODY, re.ASCII)
 _MARKERS = re.compile(
     rf"(?=[#\\aA])(?:{_ANSWER_HASHES}{_NUMBER_BODY}"
     r"|(?P<boxed>\\boxed\s*+\{)|answer(?:\s++is\b|\s*+:))",
@@ -126,11 +129,19 @@ def _positions(pattern: str | re.Pattern[str], text: str) -> list[int]:
 
 
 class _Scan:
-    """Where the numbers, line ends, sentence ends, ``=`` signs and brace pairs of one text are,
-    each found in one pass when first needed; regions are then looked up by binary search."""
+    """The regions of one text's answer markers, found in linear time overall.
+
+    Regions (the rest of a line, a sentence, a brace pair) are first searched directly, as slices.
+    Once direct searches have scanned twice the text's length (many markers with no number on one
+    long line: the quadratic case), lookups switch to positions indexed in one pass each (numbers,
+    line ends, sentence ends, ``=`` signs) and found by binary search."""
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self.budget = 2 * len(text) + 64  # characters direct searches may still scan
+
+    def _charge(self, start: int, end: int) -> None:
+        self.budget -= end - start
 
     @cached_property
     def numbers(self) -> list[re.Match[str]]:
@@ -163,20 +174,48 @@ class _Scan:
                 pairs[opened.pop()] = m.start()
         return pairs
 
-    def next_at(self, positions: list[int], start: int) -> int:
-        """The first position >= ``start``, or the end of the text."""
+    def _next_at(self, positions: list[int], start: int) -> int:
         i = bisect_left(positions, start)
         return positions[i] if i < len(positions) else len(self.text)
+
+    def line_end(self, start: int) -> int:
+        if self.budget <= 0:
+            return self._next_at(self.newlines, start)
+        end = self.text.find("\n", start)
+        end = len(self.text) if end < 0 else end
+        self._charge(start, end)
+        return end
+
+    def sentence_end(self, start: int) -> int:
+        """End of the sentence or line that ``start`` is in."""
+        if self.budget <= 0:
+            return self._next_at(self.sentence_ends, start)
+        found = _SENTENCE_END.search(self.text, start)
+        end = found.start() if found else len(self.text)
+        self._charge(start, end)
+        return end
+
+    def last_equals(self, start: int, end: int) -> int:
+        """Position of the last ``=`` in ``text[start:end]``, or -1."""
+        if self.budget <= 0:
+            i = bisect_left(self.equals, end) - 1
+            return self.equals[i] if i >= 0 and self.equals[i] >= start else -1
+        self._charge(start, end)
+        return self.text.rfind("=", start, end)
 
     def first_number(self, start: int, end: int) -> re.Match[str] | None:
         """The first number in ``text[start:end]``, read as in that slice alone."""
         here = _NUMBER_HERE.match(self.text, start, end)  # no look-behind at the region start
         if here:
             return here
-        i = bisect_left(self.number_starts, start)
-        if i < len(self.numbers) and self.number_starts[i] < end:
-            return self.numbers[i]
-        return None
+        if self.budget <= 0:
+            i = bisect_left(self.number_starts, start)
+            if i < len(self.numbers) and self.number_starts[i] < end:
+                return self.numbers[i]
+            return None
+        found = _NUMBER.search(self.text, start, end)
+        self._charge(start, found.start() if found else end)
+        return found
 
     def marker_number(self, marker: re.Match[str]) -> re.Match[str] | None:
         """The number an answer marker gives, or None."""
@@ -185,21 +224,34 @@ class _Scan:
         start = marker.end()
         if marker["boxed"] is not None:
             return self.first_number(start, self.closing.get(start - 1, len(self.text)))
-        sentence_end = self.next_at(self.sentence_ends, start)
-        i = bisect_left(self.equals, sentence_end) - 1
-        if i >= 0 and self.equals[i] >= start:  # "answer is 20 - 2 = 18": after the last "="
-            after = self.first_number(self.equals[i] + 1, sentence_end)
+        sentence_end = self.sentence_end(start)
+        equals = self.last_equals(start, sentence_end)
+        if equals >= 0:  # "answer is 20 - 2 = 18": the number after the last "="
+            after = self.first_number(equals + 1, sentence_end)
             if after:
                 return after
-        return self.first_number(start, self.next_at(self.newlines, start))
+        return self.first_number(start, self.line_end(start))
+
+    def last_number(self) -> re.Match[str] | None:
+        last = None
+        for match in _NUMBER.finditer(self.text):
+            last = match
+        return last
 
 
 def extract_strict(completion: str) -> str | None:
     """The number of the last answer line (``####`` directly followed by a number); None if
     there is none."""
-    last = None
-    for match in _ANSWER.finditer(_normalize(completion)):
-        last = match
+    if completion.isascii() and "####" not in completion:
+        return None  # (only Unicode folding could make a "####")
+    text = _normalize(completion)
+    pos = text.rfind("####")
+    if pos < 0:
+        return None
+    last = _ANSWER_TAIL.match(text, pos)  # the usual case: the last "####" is an answer line
+    if last is None:
+        for match in _ANSWER.finditer(text):
+            last = match
     return _to_canonical(last) if last else None
 
 
@@ -210,7 +262,8 @@ def extract_flexible(completion: str) -> str | None:
         number = scan.marker_number(marker)
         if number:
             return _to_canonical(number)
-    return _to_canonical(scan.numbers[-1]) if scan.numbers else None
+    last = scan.last_number()
+    return _to_canonical(last) if last else None
 
 
 def answer_line(completion: str) -> str | None:
