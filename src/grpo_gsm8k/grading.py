@@ -20,8 +20,9 @@ are understood; text is NFKC-normalised and every Unicode decimal digit read as 
 Numbers compare as exact decimals at any length: ``18 == 18.0 == $18.00``, ``1,080 == 1080``,
 ``-3 != 3``.
 
-Extraction is linear in the text length: every pattern is matched in one regex pass, and a marker
-with no number costs a binary search, not a rescan of the rest of its line.
+Extraction is linear in the text length: markers are found in one regex pass; their regions are
+searched directly until those searches have scanned twice the text, then looked up by binary search
+in positions indexed in one pass each, so markers with no number never rescan the rest of a line.
 """
 
 from __future__ import annotations
