@@ -17,7 +17,7 @@ from typing import Any
 
 from .options import OptionsError, parse_options
 from .prompts import PROMPT_STYLES
-from .rewards import REWARD_NAMES, RewardSettings
+from .rewards import DEFAULT_REWARDS, REWARD_NAMES, RewardSettings
 
 # What differs from GRPOConfig's own defaults when a recipe does not say otherwise.
 DR_GRPO_DEFAULTS: dict[str, Any] = {
@@ -58,7 +58,7 @@ class GSM8KArguments:
         },
     )
     rewards: list[str] = field(
-        default_factory=lambda: list(REWARD_NAMES),
+        default_factory=lambda: list(DEFAULT_REWARDS),
         metadata={"help": f"reward functions, any of {', '.join(REWARD_NAMES)}"},
     )
     reward_settings: dict | str | None = field(
