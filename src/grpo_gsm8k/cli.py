@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 
 from . import __version__
 
@@ -85,6 +86,21 @@ def _export(args: argparse.Namespace) -> None:
 
     export(args.adapter, args.out, args.trust_remote_code)
     print(f"wrote {args.out}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .report import ReportConfig, build_report
+
+    path = build_report(
+        ReportConfig(
+            runs=args.runs,
+            out=args.out,
+            smoothing=args.smoothing,
+            samples_per_stage=args.samples_per_stage,
+            max_changed=args.max_changed,
+        )
+    )
+    print(f"wrote {path} (figures *.png and report.json beside it)")
 
 
 def _eval_size(value: str) -> str:
@@ -243,6 +259,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-remote-code", action="store_true", help="allow the model's own Python code"
     )
     p.set_defaults(handler=_export)
+
+    from .report import ReportConfig
+
+    defaults = ReportConfig()
+    helps = {f.name: f.metadata["help"] for f in fields(ReportConfig)}
+    p = sub.add_parser(
+        "report",
+        help="HTML report (plots, paired before/after, reward-hacking watch) from run folders",
+        description="Read training output dirs, eval dirs and compare dirs (never a model) and "
+        "write report.html (self-contained, opens offline), the figures as PNG and report.json "
+        "(the numbers plotted and the provenance of every input file).",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help=helps["runs"])
+    p.add_argument("--out", help=helps["out"])
+    p.add_argument("--smoothing", type=float, default=defaults.smoothing, help=helps["smoothing"])
+    p.add_argument(
+        "--samples-per-stage",
+        type=int,
+        default=defaults.samples_per_stage,
+        help=helps["samples_per_stage"],
+    )
+    p.add_argument(
+        "--max-changed", type=int, default=defaults.max_changed, help=helps["max_changed"]
+    )
+    p.set_defaults(handler=_report)
     return parser
 
 

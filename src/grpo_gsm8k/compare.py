@@ -46,6 +46,18 @@ def load_run(run: str) -> dict[str, dict[str, Any]]:
 def compare_runs(run_a: str, run_b: str, out: str | None = None) -> dict[str, Any]:
     """Write compare.json (all numbers) and compare.jsonl (the questions whose strict or flexible
     correctness differs, with both completions) to ``out`` (default ``<RUN_B>/compare-<A>``)."""
+    name_a = Path(run_a).resolve().name
+    out_dir = Path(out) if out else Path(run_b) / f"compare-{name_a}"
+    summary, changed = pair_runs(run_a, run_b)
+    summary["out"] = str(out_dir)
+    atomic_write_text(out_dir / "compare.jsonl", to_jsonl(changed))
+    atomic_write_text(out_dir / "compare.json", json.dumps(summary, indent=2) + "\n")
+    print_comparison(summary)
+    return summary
+
+
+def pair_runs(run_a: str, run_b: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The numbers of compare.json and the rows of compare.jsonl, without writing anything."""
     a, b = load_run(run_a), load_run(run_b)
     common = [i for i in a if i in b]
     if not common:
@@ -75,8 +87,6 @@ def compare_runs(run_a: str, run_b: str, out: str | None = None) -> dict[str, An
                     "pred_flexible_b": b[i].get("pred_flexible", [None])[0],
                 }
             )
-    name_a = Path(run_a).resolve().name
-    out_dir = Path(out) if out else Path(run_b) / f"compare-{name_a}"
     summary = {
         "run_a": str(run_a),
         "run_b": str(run_b),
@@ -87,12 +97,8 @@ def compare_runs(run_a: str, run_b: str, out: str | None = None) -> dict[str, An
         "ci_method": "Wilson (rates); Newcombe 1998 method 10 (paired difference)",
         "test": "exact McNemar (two-sided binomial test on discordant pairs)",
         "metrics": results,
-        "out": str(out_dir),
     }
-    atomic_write_text(out_dir / "compare.jsonl", to_jsonl(changed))
-    atomic_write_text(out_dir / "compare.json", json.dumps(summary, indent=2) + "\n")
-    print_comparison(summary)
-    return summary
+    return summary, changed
 
 
 def print_comparison(summary: dict[str, Any]) -> None:
