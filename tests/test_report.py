@@ -103,6 +103,14 @@ def test_malformed_metrics_line_is_named(
     assert _error(capsys, ["report", str(run), "--smoothing", "1"]).endswith(
         "--smoothing must be in [0, 1), got 1.0"
     )
+    assert "given twice" in _error(capsys, ["report", str(run), str(run) + "/"])
+
+    compare = tmp_path / "compare"
+    compare.mkdir()
+    (compare / "compare.json").write_text(json.dumps({"metrics": {"format": {"rate_a": 0.5}}}))
+    assert f"{compare}/compare.json: metrics.format lacks field 'rate_b'" in _error(
+        capsys, ["report", str(compare)]
+    )
 
 
 # --------------------------------------------------------------- a real run and real evals

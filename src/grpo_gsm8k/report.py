@@ -230,13 +230,30 @@ def load_eval(run: Run) -> None:
     run.data = {"summary": summary, "rows": rows}
 
 
+PAIRED_FIELDS = ("rate_a", "rate_b", "ci_a", "ci_b", "diff", "diff_ci", "fixed", "broken")
+
+
 def load_compare(run: Run) -> None:
-    summary = read_json(run.path / "compare.json")
-    if not isinstance(summary.get("metrics"), dict):
-        raise ReportError(f"{run.path / 'compare.json'}: missing field 'metrics'")
-    run.files.append(run.path / "compare.json")
+    """compare.json (the paired numbers) and compare.jsonl (the questions that changed)."""
+    path = run.path / "compare.json"
+    summary = read_json(path)
+    metrics = summary.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise ReportError(f"{path}: field 'metrics' must be a non-empty object")
+    for name, values in metrics.items():
+        missing = [f for f in (*PAIRED_FIELDS, "mcnemar_p") if f not in (values or {})]
+        if missing:
+            raise ReportError(f"{path}: metrics.{name} lacks field '{missing[0]}'")
+    run.files.append(path)
     changed_path = run.path / "compare.jsonl"
-    changed = [row for _, row in read_rows(changed_path, run.notes)]
+    changed = []
+    for lineno, row in read_rows(changed_path, run.notes):
+        for name in ("completion_a", "completion_b"):
+            if not isinstance(row.get(name), str):
+                raise ReportError(f"{changed_path}:{lineno}: field '{name}' must be a string")
+        if not isinstance(row.get("change"), dict):
+            raise ReportError(f"{changed_path}:{lineno}: field 'change' must be an object")
+        changed.append(row)
     if changed_path.is_file():
         run.files.append(changed_path)
     run.data = {"summary": summary, "changed": changed}
@@ -247,6 +264,9 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
     path where names repeat)."""
     runs = [Run(Path(p), detect_kind(Path(p))) for p in paths]
     parts = [r.path.resolve().parts for r in runs]
+    for i, p in enumerate(parts):
+        if p in parts[:i]:
+            raise ReportError(f"{paths[i]}: given twice")
     for depth in range(1, max(len(p) for p in parts) + 1):
         labels = ["/".join(p[-depth:]) for p in parts]
         if len(set(labels)) == len(labels):
@@ -616,6 +636,8 @@ def held_out_figure(runs: list[Run]) -> tuple[Any, dict[str, Any]]:
     )
     data = {r.label: held_out_points(r) for r in runs}
     shown = [r for r in runs if data[r.label]]
+    steps = [s for d in data.values() for p in d.values() for s in p["step"]] or [0]
+    nudge = 0.012 * max(max(steps) - min(steps), 1)  # keeps the error bars of one step apart
     for i, run in enumerate(shown):
         for j, (key, name) in enumerate(HELD_OUT.items()):
             p = data[run.label].get(key)
@@ -623,7 +645,7 @@ def held_out_figure(runs: list[Run]) -> tuple[Any, dict[str, Any]]:
                 continue
             lower = [max(0.0, v - c[0]) for v, c in zip(p["value"], p["ci95"], strict=True)]
             upper = [max(0.0, c[1] - v) for v, c in zip(p["value"], p["ci95"], strict=True)]
-            offset = (j - 1) * 0.06  # keep the three error bars of one step apart
+            offset = (j - 1) * nudge + (i - (len(shown) - 1) / 2) * 3 * nudge
             ax.errorbar(
                 [s + offset for s in p["step"]],
                 p["value"],
