@@ -577,7 +577,11 @@ def _integer_steps(ax: Any) -> None:
 
 
 def _legend(ax: Any) -> None:
-    if ax.get_legend_handles_labels()[0]:
+    """Inside the axes for up to 3 entries; more go below it, in two columns, off the data."""
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries > 3:
+        ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    elif entries:
         ax.legend(fontsize=8, frameon=False, loc="best")
 
 
@@ -631,11 +635,16 @@ def _styled(i_run: int, i_metric: int, n_runs: int) -> dict[str, Any]:
 
 
 def held_out_figure(runs: list[Run]) -> tuple[Any, dict[str, Any]]:
-    fig, ax = _new_axes(
-        "Held-out eval during training (greedy)", "training step", "held-out questions (%)"
-    )
     data = {r.label: held_out_points(r) for r in runs}
     shown = [r for r in runs if data[r.label]]
+    sizes = {n for d in data.values() for p in d.values() for n in p["n"]}
+    fig, ax = _new_axes(
+        "Held-out eval during training (greedy"
+        + (f", n={sizes.pop()})" if len(sizes) == 1 else ")"),
+        "training step",
+        "held-out questions (%)",
+        height=HEIGHT if len(shown) < 2 else 1.3 * HEIGHT,
+    )
     steps = [s for d in data.values() for p in d.values() for s in p["step"]] or [0]
     nudge = 0.012 * max(max(steps) - min(steps), 1)  # keeps the error bars of one step apart
     for i, run in enumerate(shown):
@@ -665,7 +674,10 @@ def held_out_figure(runs: list[Run]) -> tuple[Any, dict[str, Any]]:
 
 def train_watch_figure(runs: list[Run], watches: dict[str, Any]) -> Any:
     fig, ax = _new_axes(
-        "Reward-hacking watch over training", "training step", "logged completions (%)"
+        "Reward-hacking watch over training",
+        "training step",
+        "logged completions (%)",
+        height=1.3 * HEIGHT,  # room for the legend below
     )
     shown = [r for r in runs if watches[r.label]["step"]]
     for i, run in enumerate(shown):
