@@ -32,11 +32,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from . import __version__
-from .data import DataError, sha256_file
+from . import __version__, runfiles
+from .errors import UserError
 from .hacking import FLAGS, completion_flags, flag_rates
+from .runfiles import output_dir, read_json, sha256_file
 from .stats import wilson
 
 # ------------------------------------------------------------------------------------- settings
@@ -44,7 +45,10 @@ from .stats import wilson
 
 @dataclass
 class ReportConfig:
-    """Settings of ``grpo-gsm8k report``."""
+    """Options of ``grpo-gsm8k report RUN [RUN ...]``: an HTML report (report.html, its PNGs and
+    report.json) of training output dirs, eval dirs and compare dirs, from their files alone."""
+
+    positional: ClassVar[tuple[str, ...]] = ("runs",)
 
     runs: list[str] = field(
         default_factory=list,
@@ -74,8 +78,8 @@ class ReportConfig:
     )
 
 
-class ReportError(DataError):
-    """A RUN that is not a run folder or bad report settings; one-line message."""
+class ReportError(UserError):
+    """A RUN that is not a run folder, a run file that cannot be read, or a bad setting."""
 
 
 # --------------------------------------------------------------------------------- run files
@@ -101,19 +105,10 @@ def detect_kind(run: Path) -> str:
     )
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-    if not isinstance(value, dict):
-        raise ReportError(f"{path}: expected a JSON object")
-    return value
-
-
 def read_rows(path: Path, notes: list[str]) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, row)`` of a JSONL file that a live run may be appending to: a torn last
-    line (no newline yet) is skipped with a note; any other bad line is an error."""
+    line (no newline yet) is skipped with a note, and the file is left as it is (the report only
+    reads); any other bad line is an error naming the file and line."""
     if not path.is_file():
         return []
     text = path.read_text(encoding="utf-8")
@@ -501,7 +496,7 @@ def pairs(runs: list[Run]) -> list[dict[str, Any]]:
             continue
         try:
             summary, changed = pair_runs(str(a.path), str(b.path))
-        except DataError as e:
+        except UserError as e:
             b.notes.append(f"not paired with {a.label}: {e}")
             continue
         out.append(
@@ -1514,20 +1509,20 @@ def build_report(config: ReportConfig) -> Path:
     report.numbers = {
         "report": {
             "created": created,
-            "grpo_gsm8k": __version__,
             "settings": {
                 "smoothing": config.smoothing,
                 "samples_per_stage": config.samples_per_stage,
                 "max_changed": config.max_changed,
             },
             "out": str(out),
+            **runfiles.provenance(),
         },
         "inputs": provenance,
         **report.numbers,
     }
     report.sections.append(("inputs", "Inputs", inputs_html(runs, provenance)))
 
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     wanted = {f"{f.name}.png" for f in report.figures}
     for f in report.figures:
         write_atomic(out / f"{f.name}.png", f.png)
