@@ -173,6 +173,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["ci95"] = {m: list(wilson(acc[m] * n, n)) for m in MODES}
     out["format_rate"] = mean_rate("format_ok")
     out["format_ci95"] = list(wilson(out["format_rate"] * n, n))
+    if all("answer_line_ok" in r for r in rows):  # runs from before this field have none
+        out["answer_line_rate"] = mean_rate("answer_line_ok")
+        out["answer_line_ci95"] = list(wilson(out["answer_line_rate"] * n, n))
     tokens = [t for r in rows for t in r["tokens"]]
     truncated = [t for r in rows for t in r["truncated"]]
     out["completions"] = len(tokens)
@@ -216,6 +219,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     for m in MODES:
         table.add_row(f"accuracy ({m})", pct(summary["accuracy"][m]), ci(summary["ci95"][m]))
     table.add_row("format (#### N)", pct(summary["format_rate"]), ci(summary["format_ci95"]))
+    if "answer_line_rate" in summary:
+        table.add_row(
+            "ends with its one #### N line",
+            pct(summary["answer_line_rate"]),
+            ci(summary["answer_line_ci95"]),
+        )
     for name, values in summary.get("pass@k", {}).items():
         table.add_row(
             f"{name} (strict / flexible)",

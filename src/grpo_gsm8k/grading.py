@@ -324,14 +324,16 @@ def grade(completion: str, gold: str, mode: Mode = "flexible") -> bool:
 
 def score_completions(texts: list[str], gold: str) -> dict[str, list[Any]]:
     """Per-completion grading of one question's completions: lists parallel to ``texts`` under
-    pred_strict, correct_strict, pred_flexible, correct_flexible and format_ok (a ``#### N`` line
-    was found, i.e. strict extraction found a number)."""
+    pred_strict, correct_strict, pred_flexible, correct_flexible, format_ok (a ``#### N`` line
+    was found, i.e. strict extraction found a number) and answer_line_ok (the completion ends with
+    its one ``#### N`` line: :func:`answer_line`)."""
     out: dict[str, list[Any]] = {}
     for mode in MODES:
         preds = [extract(t, mode) for t in texts]
         out[f"pred_{mode}"] = preds
         out[f"correct_{mode}"] = [same_number(p, gold) for p in preds]
     out["format_ok"] = [p is not None for p in out["pred_strict"]]
+    out["answer_line_ok"] = [answer_line(t) is not None for t in texts]
     return out
 
 
