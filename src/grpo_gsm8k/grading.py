@@ -1,6 +1,7 @@
 """The answer protocol: how a final number is read from a completion and compared with the gold.
 
-This one module is both the training reward's verifier and the reported metric.
+This one module is both the training reward's verifier and the reported metric: text in, verdict
+out. It imports nothing from the package; reading files is the commands' job.
 
 strict
     The number of the *last* answer line: ``####`` directly followed by a number (only spaces,
@@ -32,7 +33,7 @@ import unicodedata
 from bisect import bisect_left
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 Mode = Literal["strict", "flexible"]
 MODES: tuple[Mode, ...] = ("strict", "flexible")
@@ -321,36 +322,31 @@ def grade(completion: str, gold: str, mode: Mode = "flexible") -> bool:
     return same_number(extract(completion, mode), gold)
 
 
-def grade_file(path: str, mode: Literal["strict", "flexible", "both"] = "both") -> int:
-    """``grpo-gsm8k grade``: re-score a JSONL file of ``completion``/``answer`` rows.
+def score_completions(texts: list[str], gold: str) -> dict[str, list[Any]]:
+    """Per-completion grading of one question's completions: lists parallel to ``texts`` under
+    pred_strict, correct_strict, pred_flexible, correct_flexible and format_ok (a ``#### N`` line
+    was found, i.e. strict extraction found a number)."""
+    out: dict[str, list[Any]] = {}
+    for mode in MODES:
+        preds = [extract(t, mode) for t in texts]
+        out[f"pred_{mode}"] = preds
+        out[f"correct_{mode}"] = [same_number(p, gold) for p in preds]
+    out["format_ok"] = [p is not None for p in out["pred_strict"]]
+    return out
 
-    Every row is checked before anything is written, so bad input leaves no partial output.
-    Graded rows go to stdout as JSONL; a summary goes to stderr. Returns the exit status.
-    """
-    import json
-    import sys
 
-    from .data import DataError, read_jsonl, require_str
+def score(texts: list[str], golds: list[str]) -> dict[str, float]:
+    """Accuracy (strict, flexible) and format rate of one completion per gold answer.
 
-    modes = MODES if mode == "both" else (mode,)
-    out = []
-    for lineno, row in read_jsonl(path):
-        where = f"{path}:{lineno}"
-        completion = row.get("completion")
-        if not isinstance(completion, str):
-            raise DataError(f"{where}: field 'completion' must be a string")
-        answer = require_str(row, "answer", where)
-        try:
-            gold = parse_gold(answer)
-        except ValueError:
-            raise DataError(f"{where}: field 'answer' has no number") from None
-        for m in modes:
-            row[f"pred_{m}"] = extract(completion, m)
-            row[f"correct_{m}"] = same_number(row[f"pred_{m}"], gold)
-        out.append(row)
-    if not out:
-        raise DataError(f"{path}: no rows")
-    sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
-    summary = ", ".join(f"{m} {sum(r[f'correct_{m}'] for r in out) / len(out):.1%}" for m in modes)
-    print(f"graded {len(out)} rows: accuracy {summary}", file=sys.stderr)
-    return 0
+    Keys: ``accuracy_strict``, ``accuracy_flexible``, ``format_rate`` (fractions in [0, 1]) and
+    ``n``. Golds are canonical numbers."""
+    if len(texts) != len(golds):
+        raise ValueError(f"score: {len(texts)} texts but {len(golds)} golds")
+    n = len(texts)
+    totals = {"accuracy_strict": 0, "accuracy_flexible": 0, "format_rate": 0}
+    for text, gold in zip(texts, golds, strict=True):
+        g = score_completions([text], gold)
+        totals["accuracy_strict"] += g["correct_strict"][0]
+        totals["accuracy_flexible"] += g["correct_flexible"][0]
+        totals["format_rate"] += g["format_ok"][0]
+    return {**{k: v / n if n else 0.0 for k, v in totals.items()}, "n": n}
