@@ -65,6 +65,13 @@ def _export(argv: list[str]) -> None:
     print(f"wrote {export(*_parse([ExportConfig], argv, 'export'))}")
 
 
+def _report(argv: list[str]) -> None:
+    from .report import ReportConfig, build_report
+
+    path = build_report(*_parse([ReportConfig], argv, "report"))
+    print(f"wrote {path} (figures *.png and report.json beside it)")
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int | None], str]] = {
     "prepare": (_prepare, "write train/eval JSONL and a manifest from GSM8K"),
     "grade": (_grade, "re-score saved generations with the answer protocol"),
@@ -72,6 +79,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int | None], str]] = {
     "compare": (_compare, "paired comparison of two eval runs (CIs, McNemar)"),
     "train": (_train, "train with Dr GRPO (TRL GRPOTrainer): --config recipes/X.yaml [--field v]"),
     "export": (_export, "merge a LoRA adapter into its base model, save a plain checkpoint"),
+    "report": (_report, "HTML report (curves, before/after, reward-hacking watch) of run folders"),
 }
 
 
