@@ -144,7 +144,7 @@ def test_grade_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "missing.jsonl: file not found" in capsys.readouterr().err
 
 
-def test_load_examples_canonicalises_or_rejects_gold(tmp_path: Path) -> None:
+def test_load_prepared_canonicalises_or_rejects_gold(tmp_path: Path) -> None:
     row = {"id": "a", "question": "q?", "answer": "so\n#### 1,080"}
     golds = ["1,080", "$1,080.00", 1080, "1080"]
     f = write(tmp_path / "p.jsonl", "".join(json.dumps(row | {"gold": g}) + "\n" for g in golds))
