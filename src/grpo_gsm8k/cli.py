@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -41,6 +42,7 @@ def _eval(args: argparse.Namespace) -> None:
             data=args.data,
             out=args.out,
             limit=args.limit,
+            shard=args.shard,
             backend=args.backend,
             prompt=args.prompt,
             max_new_tokens=args.max_new_tokens,
@@ -57,6 +59,16 @@ def _eval(args: argparse.Namespace) -> None:
             chunk_size=args.chunk_size,
             command=["grpo-gsm8k", *sys.argv[1:]] if args.argv is None else args.argv,
         )
+    )
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from .merge import merge_shards
+
+    merge_shards(
+        args.shards,
+        args.out,
+        command=["grpo-gsm8k", *sys.argv[1:]] if args.argv is None else args.argv,
     )
 
 
@@ -77,7 +89,8 @@ def _train(args: argparse.Namespace) -> None:
         out = train(args.args)
     except RecipeError as e:
         raise UserError(str(e)) from None
-    print(f"wrote {out} (model, checkpoints, metrics.jsonl, grpo_gsm8k_config.json)")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate: the main process only
+        print(f"wrote {out} (model, checkpoints, metrics.jsonl, grpo_gsm8k_config.json)")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -156,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default="data/eval.jsonl", help="prepared JSONL (default: %(default)s)"
     )
     p.add_argument("--limit", type=_positive_int, help="only the first N questions")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="only every N-th question (of --limit), starting at I (0 <= I < N); `grpo-gsm8k "
+        "merge` combines the N shard folders into one run",
+    )
     p.add_argument("--out", help="output folder (default: runs/eval/<model>-<timestamp>)")
     p.add_argument(
         "--backend",
@@ -205,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     p.set_defaults(handler=_eval)
+
+    p = sub.add_parser(
+        "merge",
+        help="combine the shard folders of one eval (eval --shard I/N) into one run",
+        description="Combine the N shard folders of one eval (`eval --shard I/N`, e.g. a Slurm job "
+        "array) into one run: samples.jsonl in the data order and summary.json computed as a "
+        "single process would. Refuses shards with other settings, duplicate or missing shards.",
+    )
+    p.add_argument(
+        "shards", metavar="SHARD_DIR", nargs="+", help="eval output folders, one per shard"
+    )
+    p.add_argument("--out", required=True, help="output folder for the merged run (new or empty)")
+    p.set_defaults(handler=_merge)
 
     p = sub.add_parser(
         "compare",

@@ -74,6 +74,9 @@ class EvalSettings:
     data: str = "data/eval.jsonl"  # prepared JSONL (id, question, answer, gold)
     out: str | None = None  # output folder; None: runs/eval/<model>-<timestamp>
     limit: int | None = None  # evaluate only the first N questions
+    # "I/N": only every N-th of those questions, starting at I (0 <= I < N); `grpo-gsm8k merge`
+    # combines the N shards into the run a single process would have written
+    shard: str | None = None
     backend: str = "auto"  # hf, vllm, or auto (vllm when importable)
     prompt: str = "chat"  # chat (template + system prompt), raw (plain text), auto (see below)
     max_new_tokens: int = 1024
@@ -111,6 +114,16 @@ class EvalSettings:
 
 class EvalError(Exception):
     """Inconsistent eval settings or a run folder that cannot be resumed; one-line message."""
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; None stays None."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise EvalError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+    return int(index), int(count)
 
 
 def default_out_dir(model: str) -> Path:
@@ -265,7 +278,12 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
         raise EvalError(f"--limit must be at least 1, got {settings.limit}")
     if settings.chunk_size is not None and settings.chunk_size < 1:
         raise EvalError(f"--chunk-size must be at least 1, got {settings.chunk_size}")
+    shard = parse_shard(settings.shard)
     examples = load_examples(settings.data)[: settings.limit]
+    if shard is not None:  # every N-th question: deterministic, and balanced across shards
+        examples = examples[shard[0] :: shard[1]]
+        if not examples:
+            raise EvalError(f"--shard {settings.shard}: no questions (fewer than {shard[1]})")
     data = data_fingerprint(settings.data)
     resolved = resolve_model(settings.model, settings.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(
@@ -286,6 +304,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
         "data_sha256": data["sha256"],
         "prompt_style": style,
         "decoding": asdict(sampling),
+        "shard": settings.shard,
     }
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
@@ -380,7 +399,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
         "total_s": time.time() - started,
         "decoding": {**asdict(sampling), "greedy": sampling.temperature == 0},
         "prompt_style": style,
-        "data": {**data, "limit": settings.limit},
+        "data": {**data, "limit": settings.limit, "shard": settings.shard},
         "backend_settings": {
             "dtype": settings.dtype,
             "batch_size": settings.batch_size if backend_name == "hf" else None,

@@ -76,6 +76,13 @@ class ScriptArguments:
     resume: bool = field(
         default=False, metadata={"help": "continue from the latest checkpoint in output_dir"}
     )
+    prompts_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "expected prompts per optimizer step: per_device_train_batch_size x processes "
+            "x gradient_accumulation_steps must equal it x num_generations (None: not checked)"
+        },
+    )
     use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
@@ -131,6 +138,9 @@ def read_recipe(path: str) -> dict[str, Any]:
 
 def parse_train_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
     """``(ScriptArguments, GRPOConfig)`` from ``[--config FILE] [--field value ...]``."""
+    from .distributed import check_environment
+
+    check_environment()
     args = list(argv)
     recipe: dict[str, Any] = {}
     if "--config" in args:
@@ -159,6 +169,9 @@ def check(script: ScriptArguments, config: Any) -> None:
     """Settings that would otherwise fail only after the model has loaded."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    from .distributed import check_launch
+
+    check_launch(config, script.prompts_per_step)
     if not Path(script.train_file).is_file():
         raise RecipeError(f"train_file {script.train_file}: file not found")
     if script.eval_every < 0:

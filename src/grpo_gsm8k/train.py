@@ -33,6 +33,7 @@ from .data import (
     package_versions,
     render_prompt,
 )
+from .distributed import launch_record
 from .evaluate import score
 from .generation import SamplingSettings
 from .generation.hf import generate
@@ -50,6 +51,7 @@ def train(argv: list[str]) -> Path:
     """Parse ``argv`` (``--config recipe.yaml`` + overrides), train, return the output dir."""
     script, config = parse_train_args(argv)  # every check that needs no model happens here
     out = Path(config.output_dir)
+    main_process = config.process_index == 0  # the only rank that writes files (see launch/)
     resolved = resolve_model(script.model, config.trust_remote_code)
 
     from datasets import Dataset
@@ -83,7 +85,8 @@ def train(argv: list[str]) -> Path:
         checkpoint = get_last_checkpoint(str(out))
         step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
         for name in (METRICS_FILE, COMPLETIONS_FILE):  # drop what was logged after the checkpoint
-            _truncate_jsonl(out / name, step)
+            if main_process:
+                _truncate_jsonl(out / name, step)
     record = {
         **resolved_settings(script, config),
         "model": {"name": resolved.name, "path": resolved.path, "source": resolved.source},
@@ -93,13 +96,18 @@ def train(argv: list[str]) -> Path:
         },
         "resumed_from": checkpoint,
         "command": ["grpo-gsm8k", "train", *argv],
+        "launch": launch_record(config),
         "versions": package_versions(),
     }
-    atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+    if main_process:
+        atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
 
     rewards = make_reward_funcs(script.rewards, make_reward_settings(script))
     completions_log = CompletionLog(
-        out / COMPLETIONS_FILE, script.completions_per_step, config.process_index == 0
+        out / COMPLETIONS_FILE,
+        script.completions_per_step,
+        config.process_index,
+        config.world_size,
     )
     trainer = Trainer(
         model=resolved.path,
@@ -110,6 +118,13 @@ def train(argv: list[str]) -> Path:
         peft_config=lora_config(script),
         callbacks=[MetricsFile(out / METRICS_FILE)],
     )
+    if main_process:  # what accelerate made of the launch (FSDP/DeepSpeed show only here)
+        record["launch"]["accelerator"] = {
+            "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
+            "mixed_precision": trainer.accelerator.mixed_precision,
+            "num_processes": trainer.accelerator.num_processes,
+        }
+        atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
     if eval_rows:
         prompts = [render_prompt(e.question, tokenizer, style) for e in eval_rows]
         max_new = script.eval_max_new_tokens or config.max_completion_length
@@ -276,12 +291,18 @@ class HeldOutEval(TrainerCallback):
 
 class CompletionLog:
     """Wraps the reward functions: the last one of each call appends a few completions with
-    every reward's value (and which keyword arguments TRL passed) to ``completions.jsonl``."""
+    every reward's value (and which keyword arguments TRL passed) to ``completions.jsonl``.
 
-    def __init__(self, path: Path, per_step: int, enabled: bool) -> None:
+    Under several processes every rank scores its own completions: each contributes its first
+    ``ceil(per_step / world_size)`` rows (tagged with ``rank``), gathered to the main process,
+    which alone writes the first ``per_step`` of them."""
+
+    def __init__(self, path: Path, per_step: int, rank: int = 0, world_size: int = 1) -> None:
         self.path = path
         self.per_step = per_step
-        self.enabled = enabled and per_step > 0
+        self.rank = rank
+        self.world_size = world_size
+        self.enabled = per_step > 0  # the same on every rank: gathering is collective
         self.values: dict[str, list[float]] = {}
 
     def wrap(self, funcs: list[RewardFunc]) -> list[RewardFunc]:
@@ -304,10 +325,12 @@ class CompletionLog:
         ids = kwargs.get("completion_ids")
         golds = kwargs.get("gold")
         rows = []
-        for i in range(min(self.per_step, len(completions))):
+        per_rank = -(-self.per_step // self.world_size)
+        for i in range(min(per_rank, len(completions))):
             rows.append(
                 {
                     "step": step,
+                    "rank": self.rank,
                     "gold": golds[i] if golds else None,
                     "completion": completion_text(completions[i]),
                     "tokens": len(ids[i]) if ids else None,
@@ -315,5 +338,11 @@ class CompletionLog:
                     "reward_kwargs": sorted(kwargs),
                 }
             )
+        if self.world_size > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)[: self.per_step]
+        if self.rank != 0:
+            return
         with self.path.open("a", encoding="utf-8") as f:
             f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
