@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -92,7 +93,9 @@ def parse_train(argv: list[str]) -> Any:
 
 
 def test_five_nodes_four_train_one_serves(prepared: Path, tmp_path: Path) -> None:
-    commands = dry_run(5, 8, "--config", QWEN, *data_args(prepared, tmp_path))
+    # the command the Qwen recipe documents: 4 x 8 training GPUs, accumulation 1 = 128 prompts
+    recommended = ["--gradient_accumulation_steps", "1", "--prompts_per_step", "128"]
+    commands = dry_run(5, 8, "--config", QWEN, *data_args(prepared, tmp_path), *recommended)
     servers = [(h, c) for h, c in commands if c[:2] == ["trl", "vllm-serve"]]
     trainers = [(h, c) for h, c in commands if c[:2] == ["accelerate", "launch"]]
     assert len(commands) == 5 and len(servers) == 1 and len(trainers) == 4
@@ -110,6 +113,8 @@ def test_five_nodes_four_train_one_serves(prepared: Path, tmp_path: Path) -> Non
     assert serve.model == "Qwen/Qwen2.5-3B-Instruct"  # the recipe's model
     assert serve.tensor_parallel_size == 8
 
+    from grpo_gsm8k.distributed import batch_arithmetic
+
     processes = 0
     for rank, (_, argv) in enumerate(trainers):
         args = parse_accelerate(argv)
@@ -126,16 +131,19 @@ def test_five_nodes_four_train_one_serves(prepared: Path, tmp_path: Path) -> Non
             assert (args.nnodes, args.nproc_per_node) == ("4", "8")
             assert args.rdzv_endpoint == "node1:29500"
 
-        script, config = parse_train(args.training_script_args[1:])
+        # our parser takes every train argument; here the world size is 1, so the per-step
+        # check runs below with the launch's 32 processes
+        train_args = args.training_script_args[1:]
+        i = train_args.index("--prompts_per_step")
+        assert train_args[i + 1] == "128"
+        script, config = parse_train(train_args[:i] + train_args[i + 2 :])
         assert script.model == serve.model
         assert config.use_vllm and config.vllm_mode == "server"
         assert (config.vllm_server_host, config.vllm_server_port) == (server_host, serve.port)
-        per_step = (
-            config.per_device_train_batch_size
-            * args.num_processes
-            * config.gradient_accumulation_steps
-        )
-        assert per_step == 16 * 32 * 4 and per_step % config.num_generations == 0
+        launched = SimpleNamespace(**vars(config))
+        launched.world_size = args.num_processes
+        batch = batch_arithmetic(launched, prompts_per_step=128)
+        assert (batch["completions_per_step"], batch["prompts_per_step"]) == (16 * 32 * 1, 128)
     assert processes == 32
 
 
@@ -241,7 +249,11 @@ def test_eval_script_dry_run_parses() -> None:
 def test_scripts_are_shellcheck_clean() -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed (apt-get install -y shellcheck; .ci/run does)")
-    scripts = sorted(map(str, [*REPO.glob("launch/slurm/*.sbatch"), *REPO.glob("scripts/*.sh")]))
+    scripts = sorted(
+        map(
+            str, [*REPO.glob("launch/slurm/*.sbatch"), *REPO.glob("scripts/*.sh"), REPO / ".ci/run"]
+        )
+    )
     proc = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout
 
