@@ -216,7 +216,12 @@ def test_train_script_bad_input() -> None:
 
 
 def test_eval_script_dry_run_parses() -> None:
-    from grpo_gsm8k.cli import build_parser
+    from grpo_gsm8k.evaluate import EvalConfig
+    from grpo_gsm8k.merge import MergeConfig
+    from grpo_gsm8k.options import parse_options
+
+    def parse(config_type: Any, argv: list[str]) -> Any:
+        return parse_options([config_type], argv, "test", positional=config_type.positional)[0]
 
     proc = subprocess.run(
         ["bash", str(EVAL_SBATCH), "runs/qwen/checkpoint-200", "--backend", "vllm"],
@@ -229,21 +234,25 @@ def test_eval_script_dry_run_parses() -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 5
-    parser = build_parser()
     shards = []
     for i, line in enumerate(lines[:4]):
         label, _, command = line.partition(": ")
-        assert label == f"shard {i}"
-        args = parser.parse_args(shlex.split(command)[1:])
-        assert (args.command, args.model) == ("eval", "runs/qwen/checkpoint-200")
-        assert args.backend == "vllm"
-        assert args.shard == f"{i}/4"
-        shards.append(args.out)
+        argv = shlex.split(command)
+        assert label == f"shard {i}" and argv[:2] == ["grpo-gsm8k", "eval"]
+        config = parse(EvalConfig, argv[2:])
+        assert (config.model, config.backend, config.shard) == (
+            "runs/qwen/checkpoint-200",
+            "vllm",
+            f"{i}/4",
+        )
+        shards.append(config.out)
     assert len(set(shards)) == 4
     label, _, command = lines[4].partition(": ")
-    args = parser.parse_args(shlex.split(command)[1:])
-    assert label == "merge" and args.command == "merge" and args.shards == shards
-    assert args.out == "runs/eval/qwen-checkpoint-200-sharded/merged"
+    argv = shlex.split(command)
+    assert label == "merge" and argv[:2] == ["grpo-gsm8k", "merge"]
+    merge = parse(MergeConfig, argv[2:])
+    assert merge.shards == shards
+    assert merge.out == "runs/eval/qwen-checkpoint-200-sharded/merged"
 
 
 def test_scripts_are_shellcheck_clean() -> None:

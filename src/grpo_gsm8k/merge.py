@@ -4,7 +4,7 @@ Shard ``I`` of ``N`` holds questions ``I, I+N, I+2N, ...`` of the (``--limit``-e
 question ``j`` is row ``j // N`` of shard ``j % N``. The merged ``samples.jsonl`` interleaves the
 shards back into the data order, and ``summary.json`` is computed by the same function as a
 single-process eval: same ids, completions and metrics. Timing fields add up the shards'
-generation time (``wall_s``) and model loads (``model_load_s``).
+generation time (``generation_s``) and model loads (``model_load_s``).
 
 Refused, with a one-line error: a folder that is not a finished shard, shards of different
 evals (model, data, prompt, decoding, backend or limit differ), a shard given twice or missing.
@@ -12,18 +12,32 @@ evals (model, data, prompt, decoding, backend or limit differ), a shard given tw
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .data import atomic_write_text, to_jsonl
-from .evaluate import EvalError, parse_shard, print_summary, read_samples, summarize
+from .evaluate import EvalError, parse_shard, print_summary, summarize
+from .runfiles import provenance, read_json, read_jsonl, write_json, write_jsonl
 
 # what must be equal across the shards of one eval (besides identity, which holds the shard)
 SAME = ("backend", "model_path", "prompt_style", "decoding")
+
+
+@dataclasses.dataclass
+class MergeConfig:
+    """Options of ``grpo-gsm8k merge``: combine the N shard folders of one eval (``eval --shard
+    I/N``, e.g. a Slurm job array) into the run one process would have written."""
+
+    positional: ClassVar[tuple[str, ...]] = ("shards",)
+
+    out: str = dataclasses.field(
+        metadata={"help": "output folder for the merged run (new or empty)"}
+    )
+    shards: list[str] = dataclasses.field(
+        default_factory=list, metadata={"help": "eval output folders, one per shard"}
+    )
 
 
 class MergeError(EvalError):
@@ -36,11 +50,11 @@ def _load(folder: str) -> dict[str, Any]:
         raise MergeError(f"{folder}: no such eval folder")
     if not (path / "summary.json").is_file():
         raise MergeError(f"{folder}: no summary.json (the shard has not finished; rerun its eval)")
-    summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    summary = read_json(path / "summary.json")
     shard = parse_shard(summary.get("data", {}).get("shard"))
     if shard is None:
         raise MergeError(f"{folder}: not a shard (its eval ran without --shard I/N)")
-    rows = read_samples(path / "samples.jsonl")
+    rows = [row for _, row in read_jsonl(path / "samples.jsonl")]
     if len(rows) != summary["n"]:
         raise MergeError(
             f"{folder}/samples.jsonl: {len(rows)} rows but summary.json says n={summary['n']}"
@@ -101,15 +115,13 @@ def check_shards(shards: list[dict[str, Any]]) -> int:
     return count
 
 
-def merge_shards(
-    shard_dirs: list[str], out: str, command: list[str] | None = None
-) -> dict[str, Any]:
+def merge_shards(config: MergeConfig) -> dict[str, Any]:
     """Write ``out``/samples.jsonl, run.json and summary.json from the shard folders; return the
     summary."""
-    final = Path(out)
+    final = Path(config.out)
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise MergeError(f"{out}: already exists and is not empty")
-    shards = [_load(d) for d in shard_dirs]
+        raise MergeError(f"{config.out}: already exists and is not empty")
+    shards = [_load(d) for d in config.shards]
     count = check_shards(shards)
     by_index = {s["index"]: s for s in shards}
     total = sum(len(s["rows"]) for s in shards)
@@ -130,19 +142,19 @@ def merge_shards(
         "total_s": max(s["summary"].get("total_s", 0.0) for s in shards),
         "decoding": first["decoding"],
         "prompt_style": first["prompt_style"],
-        "data": {**first["data"], "shard": None},
         "backend_settings": first.get("backend_settings"),
         "identity": identity,
-        "versions": first.get("versions"),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": command or [],
+        **provenance(
+            data={**first["data"], "shard": None}, prompt_template=first.get("prompt_template")
+        ),
         "merged_from": [
             {
                 "dir": str(Path(s["dir"]).resolve()),
                 "shard": f"{s['index']}/{count}",
                 "n": len(s["rows"]),
-                "wall_s": s["summary"].get("wall_s"),
+                "generation_s": s["summary"].get("generation_s"),
                 "versions": s["summary"].get("versions"),
+                "machine": s["summary"].get("machine"),
             }
             for s in sorted(shards, key=lambda s: s["index"])
         ],
@@ -151,9 +163,9 @@ def merge_shards(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
-        atomic_write_text(tmp / "samples.jsonl", to_jsonl(rows))
-        atomic_write_text(tmp / "run.json", json.dumps(identity, indent=2) + "\n")
-        atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_jsonl(tmp / "samples.jsonl", rows)
+        write_json(tmp / "run.json", identity)
+        write_json(tmp / "summary.json", summary)
         if final.exists():
             final.rmdir()
         tmp.rename(final)
