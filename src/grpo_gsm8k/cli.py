@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,6 +43,12 @@ def _eval(argv: list[str]) -> None:
     run_eval(*_parse([EvalConfig], argv, "eval"))
 
 
+def _merge(argv: list[str]) -> None:
+    from .merge import MergeConfig, merge_shards
+
+    merge_shards(*_parse([MergeConfig], argv, "merge"))
+
+
 def _compare(argv: list[str]) -> None:
     from .compare import CompareConfig, compare_runs
 
@@ -56,7 +63,8 @@ def _train(argv: list[str]) -> None:
     from .train import train
 
     out = train(*_parse(option_types(), argv, "train", defaults=DR_GRPO_DEFAULTS))
-    print(f"wrote {out} (model, checkpoints, metrics.jsonl, grpo_gsm8k_config.json)")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate: the main process only
+        print(f"wrote {out} (model, checkpoints, metrics.jsonl, grpo_gsm8k_config.json)")
 
 
 def _export(argv: list[str]) -> None:
@@ -76,6 +84,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int | None], str]] = {
     "prepare": (_prepare, "write train/eval JSONL and a manifest from GSM8K"),
     "grade": (_grade, "re-score saved generations with the answer protocol"),
     "eval": (_eval, "evaluate a model on GSM8K (vLLM or HF), write samples.jsonl + summary.json"),
+    "merge": (_merge, "combine the shard folders of one eval (eval --shard I/N) into one run"),
     "compare": (_compare, "paired comparison of two eval runs (CIs, McNemar)"),
     "train": (_train, "train with Dr GRPO (TRL GRPOTrainer): --config recipes/X.yaml [--field v]"),
     "export": (_export, "merge a LoRA adapter into its base model, save a plain checkpoint"),

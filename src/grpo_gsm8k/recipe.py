@@ -82,6 +82,13 @@ class GSM8KArguments:
     resume: bool = field(
         default=False, metadata={"help": "continue from the latest checkpoint in output_dir"}
     )
+    prompts_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "expected prompts per optimizer step: per_device_train_batch_size x processes "
+            "x gradient_accumulation_steps must equal it x num_generations (None: not checked)"
+        },
+    )
     use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
@@ -91,6 +98,9 @@ class GSM8KArguments:
     )
 
     def __post_init__(self) -> None:
+        from .distributed import check_environment
+
+        check_environment()  # before GRPOConfig (parsed next) builds a DeepSpeed plugin
         if isinstance(self.reward_settings, str):
             try:
                 self.reward_settings = json.loads(self.reward_settings)
@@ -120,6 +130,9 @@ def check(script: GSM8KArguments, config: Any) -> None:
     """Settings that would otherwise fail only after the model has loaded."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    from .distributed import check_launch
+
+    check_launch(config, script.prompts_per_step)
     if not Path(script.train_file).is_file():
         raise RecipeError(f"train_file {script.train_file}: file not found")
     if script.prompt_style not in PROMPT_STYLES:
