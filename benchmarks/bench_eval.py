@@ -3,7 +3,7 @@
     python benchmarks/bench_eval.py [--n 64] [--max-new-tokens 128] [--gsm8k ../shared/data/gsm8k]
 
 The embedded model (smollm2-135m), the first N GSM8K test questions, chat prompts, greedy. The
-three runs see the same token ids (``encode_prompt`` of ``render_prompt``). Each runs in its own
+three runs see the same token ids (``prompt_ids`` of ``render_prompt``). Each runs in its own
 process, one after another; generated tokens/s counts tokens without the EOS over the time spent
 in generate only. Model load / engine start-up is printed separately. Targets: vLLM backend / HF
 backend >= 5x; our vLLM backend / raw vLLM >= 0.9x.
@@ -24,24 +24,23 @@ RESULT = "BENCH-RESULT "
 
 
 def write_data(gsm8k: str, n: int, folder: Path) -> Path:
-    from grpo_gsm8k.data import atomic_write_text, load_split, to_jsonl
+    from grpo_gsm8k.data import load_gsm8k_split
+    from grpo_gsm8k.runfiles import write_jsonl
 
     path = folder / "eval.jsonl"
-    atomic_write_text(path, to_jsonl(e.to_row() for e in load_split(gsm8k, "test")[:n]))
+    write_jsonl(path, (e.to_row() for e in load_gsm8k_split(gsm8k, "test")[:n]))
     return path
 
 
 def part_eval(backend: str, data: str, tokens: int, out: str) -> dict[str, float]:
-    from grpo_gsm8k.evaluate import EvalSettings, run_eval
+    from grpo_gsm8k.evaluate import EvalConfig, run_eval
 
     s = run_eval(
-        EvalSettings(
-            model="smollm2-135m", data=data, out=out, backend=backend, max_new_tokens=tokens
-        )
+        EvalConfig(model="smollm2-135m", data=data, out=out, backend=backend, max_new_tokens=tokens)
     )
     return {
         "load_s": s["model_load_s"],
-        "gen_s": s["wall_s"],
+        "gen_s": s["generation_s"],
         "tokens": s["mean_completion_tokens"] * s["completions"],
         "tok_per_s": s["generated_tokens_per_s"],
         "accuracy_flexible": s["accuracy"]["flexible"],
@@ -53,16 +52,16 @@ def part_raw(data: str, tokens: int) -> dict[str, float]:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from grpo_gsm8k.data import load_examples, render_prompt
-    from grpo_gsm8k.generation import encode_prompt
+    from grpo_gsm8k.data import load_prepared
     from grpo_gsm8k.generation.vllm import default_memory_utilization
     from grpo_gsm8k.models import resolve_model
+    from grpo_gsm8k.prompts import prompt_ids, render_prompt
 
     path = resolve_model("smollm2-135m").path
     tokenizer = AutoTokenizer.from_pretrained(path)
     ids = [
-        encode_prompt(tokenizer, render_prompt(e.question, tokenizer, "chat"))
-        for e in load_examples(data)
+        prompt_ids(tokenizer, render_prompt(e.question, tokenizer, "chat"))
+        for e in load_prepared(data)
     ]
     t0 = time.perf_counter()
     llm = LLM(model=path, gpu_memory_utilization=default_memory_utilization(), seed=0)

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from grpo_gsm8k.chat import model_labels, render_messages
+from grpo_gsm8k.chat import model_labels
 from grpo_gsm8k.cli import main
-from grpo_gsm8k.data import SYSTEM_PROMPT, load_examples, raw_prompt, render_prompt
+from grpo_gsm8k.data import load_prepared
 from grpo_gsm8k.grading import extract, same_number
 from grpo_gsm8k.models import resolve_model
+from grpo_gsm8k.prompts import SYSTEM_PROMPT, raw_prompt, render_messages, render_prompt
 
 MODEL = "smollm2-135m"
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def test_ask_two_models_follow_up_gsm8k_and_save(
     assert [(r["turn"], r["label"]) for r in rows] == [
         (t, f"{MODEL} #{k}") for t in (1, 2, 3) for k in (1, 2)
     ]
-    example = load_examples(eval_file)[0]
+    example = load_prepared(eval_file)[0]
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(rows[0]["model_path"])

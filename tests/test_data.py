@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 
 from grpo_gsm8k.cli import main
-from grpo_gsm8k.data import (
-    DataError,
-    chat_messages,
-    load_examples,
-    load_split,
-    raw_prompt,
-    sha256_file,
-)
+from grpo_gsm8k.data import DataError, load_gsm8k_split, load_prepared
+from grpo_gsm8k.prompts import chat_messages, raw_prompt
+from grpo_gsm8k.runfiles import sha256_file
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -55,8 +50,8 @@ def test_prepare_eval_size_all_and_parquet(gsm8k_dir: Path, tmp_path: Path) -> N
     )
     assert len(rows(tmp_path / "o" / "eval.jsonl")) == 20
     assert (
-        load_examples(tmp_path / "o" / "train.jsonl")[3].gold
-        == load_split(str(src), "train")[3].gold
+        load_prepared(tmp_path / "o" / "train.jsonl")[3].gold
+        == load_gsm8k_split(str(src), "train")[3].gold
     )
 
 
@@ -102,9 +97,9 @@ def test_prepare_bad_input(
 
 def test_missing_source_and_split(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
-        load_split(str(tmp_path / "nope"), "train")
+        load_gsm8k_split(str(tmp_path / "nope"), "train")
     with pytest.raises(DataError, match="no 'test' split"):
-        load_split(str(tmp_path), "test")
+        load_gsm8k_split(str(tmp_path), "test")
 
 
 def test_cli_error_is_one_line_without_traceback(tmp_path: Path) -> None:
@@ -147,3 +142,13 @@ def test_grade_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "pred_flexible" not in capsys.readouterr().out
     assert main(["grade", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: file not found" in capsys.readouterr().err
+
+
+def test_load_prepared_canonicalises_or_rejects_gold(tmp_path: Path) -> None:
+    row = {"id": "a", "question": "q?", "answer": "so\n#### 1,080"}
+    golds = ["1,080", "$1,080.00", 1080, "1080"]
+    f = write(tmp_path / "p.jsonl", "".join(json.dumps(row | {"gold": g}) + "\n" for g in golds))
+    assert [e.gold for e in load_prepared(f)] == ["1080"] * 4
+    bad = write(tmp_path / "b.jsonl", json.dumps(row | {"gold": "many"}) + "\n")
+    with pytest.raises(DataError, match=r"b\.jsonl:1: field 'gold' is not a number"):
+        load_prepared(bad)

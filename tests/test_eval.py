@@ -12,8 +12,9 @@ import pytest
 from scipy.stats import binomtest
 
 from grpo_gsm8k.cli import main
-from grpo_gsm8k.data import render_prompt, sha256_file
-from grpo_gsm8k.evaluate import score
+from grpo_gsm8k.grading import score
+from grpo_gsm8k.prompts import render_prompt
+from grpo_gsm8k.runfiles import sha256_file
 
 TOKENS = "48"  # new tokens per completion: enough for a few sentences, keeps the tests quick
 
@@ -58,8 +59,10 @@ def test_eval_hf_writes_samples_and_summary(hf_run: Path, prepared: Path) -> Non
     assert summary["data"]["sha256"] == sha256_file(prepared / "eval.jsonl")
     assert summary["versions"]["torch"] and summary["versions"]["transformers"]
     assert summary["command"][:2] == ["grpo-gsm8k", "eval"]
+    template = summary["prompt_template"]
+    assert template["style"] == "chat" and len(template["chat_template_sha256"]) == 64
     assert summary["resumed_rows"] == 0
-    assert summary["model_load_s"] > 0 and summary["wall_s"] > 0
+    assert summary["model_load_s"] > 0 and summary["generation_s"] > 0
     assert summary["generated_tokens_per_s"] > 0 and summary["prompts_per_s"] > 0
     for mode in ("strict", "flexible"):
         acc = summary["accuracy"][mode]

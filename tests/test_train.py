@@ -128,16 +128,16 @@ def test_recipes_parse_with_dr_grpo(prepared: Path, tmp_path: Path, name: str) -
 def test_training_prompt_is_eval_prompt(prepared: Path) -> None:
     from transformers import AutoTokenizer
 
-    from grpo_gsm8k.data import load_examples, render_prompt
-    from grpo_gsm8k.generation import encode_prompt
+    from grpo_gsm8k.data import load_prepared
     from grpo_gsm8k.models import resolve_model
+    from grpo_gsm8k.prompts import prompt_ids, render_prompt
     from grpo_gsm8k.train import trl_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").path)
-    question = load_examples(prepared / "train.jsonl")[0].question
+    question = load_prepared(prepared / "train.jsonl")[0].question
     text = trl_prompt(question, tokenizer, "chat")
-    # TRL tokenizes a text prompt with tokenizer(text); eval with encode_prompt(render_prompt(..))
-    assert tokenizer(text)["input_ids"] == encode_prompt(
+    # TRL tokenizes a text prompt with tokenizer(text); eval with prompt_ids(render_prompt(..))
+    assert tokenizer(text)["input_ids"] == prompt_ids(
         tokenizer, render_prompt(question, tokenizer, "chat")
     )
 
@@ -156,6 +156,14 @@ def test_train_two_steps_then_resume_to_three(prepared: Path, tmp_path: Path) ->
     assert config["grpo_gsm8k"]["rewards"] == ["accuracy", "format", "length"]
     assert len(config["data"]["train"]["sha256"]) == 64
     assert config["versions"]["trl"].startswith("1.16")
+    # the same template identity as eval's summary records for this model and style
+    from transformers import AutoTokenizer
+
+    from grpo_gsm8k.models import resolve_model
+    from grpo_gsm8k.prompts import prompt_template
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").path)
+    assert config["prompt_template"] == prompt_template("chat", tokenizer)
 
     metrics = read_jsonl(out / "metrics.jsonl")
     evals = [m for m in metrics if "eval/format_rate" in m]
@@ -172,8 +180,6 @@ def test_train_two_steps_then_resume_to_three(prepared: Path, tmp_path: Path) ->
 
     # the final model is a checkpoint that loads
     from transformers import AutoModelForCausalLM
-
-    from grpo_gsm8k.models import resolve_model
 
     resolved = resolve_model(str(out))
     assert resolved.source == "local"

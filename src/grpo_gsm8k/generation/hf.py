@@ -8,7 +8,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import Completion, SamplingSettings, encode_prompt
+from ..prompts import prompt_ids
+from . import Completion, SamplingSettings
 
 
 def generate(
@@ -36,7 +37,7 @@ def generate(
     model.eval()
     bar = tqdm(total=len(prompts), desc="generate (hf)", unit="prompt", disable=not progress)
     for start in range(0, len(prompts), batch_size):
-        encoded = [encode_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
+        encoded = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
         width = max(map(len, encoded))
         input_ids = torch.tensor([[pad_id] * (width - len(e)) + e for e in encoded], device=device)
         attention = torch.tensor(

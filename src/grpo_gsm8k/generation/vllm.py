@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import Completion, SamplingSettings, encode_prompt
+from ..prompts import prompt_ids
+from . import Completion, SamplingSettings
 
 CPU_MEMORY_UTILIZATION = 0.25
 GPU_MEMORY_UTILIZATION = 0.9
@@ -171,7 +172,7 @@ class VLLMBackend:
                 raise RuntimeError(info)
 
     def generate(self, prompts: list[str], sampling: SamplingSettings) -> list[list[Completion]]:
-        ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         if self.data_parallel_size == 1:
             from vllm.inputs import TokensPrompt
 

@@ -1,0 +1,258 @@
+"""Every bad input a user can give is one clear line (exit 2, no traceback, nothing half-written)
+or the right behaviour; each case of the hardening issue is a row here, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grpo_gsm8k.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_RECIPE = str(REPO / "recipes" / "cpu-smollm2.yaml")
+
+
+def one_error_line(code: int, err: str, command: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"grpo-gsm8k {command}: error: "), err
+    return lines[0]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli(
+    argv: list[str], stdin: bytes | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "grpo_gsm8k.cli", *argv],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+# ----------------------------------------------------------------------------------- prepare
+
+
+def test_missing_relative_folder_is_not_sent_to_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fx").mkdir()
+    t0 = time.perf_counter()
+    code, _, err = run(["prepare", "--source", "fx/nonexistent", "--out", "o"], capsys)
+    assert "fx/nonexistent: no such file or folder" in one_error_line(code, err, "prepare")
+    assert time.perf_counter() - t0 < 5  # no HTTP retries
+    assert not (tmp_path / "o").exists()
+
+
+def test_parquet_that_is_not_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for split in ("train", "test"):
+        (src / f"{split}.parquet").write_bytes(b"not a parquet file at all")
+    code, _, err = run(["prepare", "--source", str(src), "--out", str(tmp_path / "o")], capsys)
+    assert "train.parquet: not a readable parquet file" in one_error_line(code, err, "prepare")
+
+
+def test_out_that_is_a_file_or_cannot_be_made(
+    gsm8k_dir: Path, prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = run(["prepare", "--source", str(gsm8k_dir), "--out", str(afile)], capsys)
+    assert "exists and is not a folder" in one_error_line(code, err, "prepare")
+    code, _, err = run(["prepare", "--source", str(gsm8k_dir), "--out", "/proc/x"], capsys)
+    assert "cannot create the output folder" in one_error_line(code, err, "prepare")
+    data = ["--data", str(prepared / "eval.jsonl"), "--limit", "1", "--backend", "hf"]
+    code, _, err = run(["eval", "smollm2-135m", *data, "--out", str(afile)], capsys)
+    assert "exists and is not a folder" in one_error_line(code, err, "eval")
+    run_dir = _fake_run(tmp_path / "A")
+    code, _, err = run(["compare", str(run_dir), str(run_dir), "--out", str(afile)], capsys)
+    assert "exists and is not a folder" in one_error_line(code, err, "compare")
+    assert afile.read_text() == "x"
+
+
+def test_eval_size_beyond_the_test_split_and_extra_files(
+    gsm8k_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    code, _, err = run(
+        ["prepare", "--source", str(gsm8k_dir), "--out", str(out), "--eval-size", "99999"], capsys
+    )
+    assert "the test split has 1319 questions" in one_error_line(code, err, "prepare")
+    assert not out.exists()
+    out.mkdir()
+    (out / "old.jsonl").write_text("{}\n")
+    code, stdout, _ = run(
+        ["prepare", "--source", str(gsm8k_dir), "--out", str(out), "--eval-size", "8"], capsys
+    )
+    assert code == 0
+    assert "also holds old.jsonl" in stdout
+    assert json.loads((out / "manifest.json").read_text())["eval_split"] == "test[:8]"
+
+
+# ------------------------------------------------------------------------------------- grade
+
+
+def test_grade_binary_file_and_stdin(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(random.Random(0).randbytes(4096))
+    proc = cli(["grade", str(garbage)])
+    assert "not UTF-8 text" in one_error_line(proc.returncode, proc.stderr.decode(), "grade")
+    assert proc.stdout == b""
+    row = {"completion": "so #### 18", "answer": "18"}
+    proc = cli(["grade", "-"], stdin=(json.dumps(row) + "\n").encode())
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["correct_strict"] is True
+
+
+# -------------------------------------------------------------------------------------- eval
+
+
+def test_eval_nan_temperature_writes_nothing(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    for flag, value in [("--temperature", "nan"), ("--top-p", "nan"), ("--temperature", "inf")]:
+        code, _, err = run(
+            ["eval", "smollm2-135m", "--data", str(prepared / "eval.jsonl"), "--samples", "2",
+             flag, value, "--out", str(out)],
+            capsys,
+        )  # fmt: skip
+        assert flag in one_error_line(code, err, "eval")
+        assert not out.exists()
+
+
+def _model_folder(tmp_path: Path, name: str, config: str | None, tokenizer_from: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    for f in Path(tokenizer_from).glob("tokenizer*"):
+        shutil.copy(f, folder / f.name)
+    if config is not None:
+        (folder / "config.json").write_text(config)
+    return folder
+
+
+def test_broken_model_folders(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from grpo_gsm8k.models import resolve_model
+
+    good = resolve_model("smollm2-135m").path
+    cases = {
+        "empty-config": ("{}", "missing field 'model_type'"),
+        "bad-json": ("{not json", "malformed JSON"),
+        "no-weights": ((Path(good) / "config.json").read_text(), "no model weights"),
+    }
+    for name, (config, message) in cases.items():
+        model = _model_folder(tmp_path, name, config, good)
+        out = tmp_path / f"out-{name}"
+        code, _, err = run(
+            ["eval", str(model), "--data", str(prepared / "eval.jsonl"), "--limit", "1",
+             "--backend", "hf", "--out", str(out)],
+            capsys,
+        )  # fmt: skip
+        assert message in one_error_line(code, err, "eval")
+        assert not (out / "run.json").exists()
+
+
+# ----------------------------------------------------------------------------------- compare
+
+
+def _fake_run(folder: Path) -> Path:
+    folder.mkdir()
+    row = {
+        "id": "q0",
+        "completions": ["#### 1"],
+        "correct_strict": [True],
+        "correct_flexible": [True],
+        "format_ok": [True],
+    }
+    (folder / "samples.jsonl").write_text(json.dumps(row) + "\n")
+    return folder
+
+
+def test_compare_warns_on_unfinished_and_identical_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _fake_run(tmp_path / "A")
+    code, stdout, _ = run(["compare", str(a), str(a), "--out", str(tmp_path / "c")], capsys)
+    assert code == 0
+    assert "are the same run" in stdout
+    assert "has no summary.json" in stdout
+
+
+# ------------------------------------------------------------------------------------- train
+
+
+def _train(prepared: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--config", CPU_RECIPE, "--train_file", str(prepared / "train.jsonl"),
+        "--eval_file", str(prepared / "eval.jsonl"), "--output_dir", str(out),
+        "--per_device_train_batch_size", "4", "--num_generations", "2",
+        "--max_completion_length", "16", "--eval_every", "0", "--save_steps", "1", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--learning_rat", "1e-5"], "unknown argument(s) --learning_rat"),  # no abbreviations
+        (["--max_steps", "0"], "max_steps must be a positive number"),
+        (["--max_steps", "-5"], "max_steps must be a positive number"),
+        (["--prompt_style", "fancy"], "prompt_style"),
+    ],
+)
+def test_train_settings_refused(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list, message: str
+) -> None:
+    code, _, err = run(_train(prepared, tmp_path / "out", *extra), capsys)
+    assert message in one_error_line(code, err, "train")
+    assert not (tmp_path / "out" / "grpo_gsm8k_config.json").exists()
+
+
+def test_train_error_is_the_only_line(prepared: Path, tmp_path: Path) -> None:
+    proc = cli(_train(prepared, tmp_path / "out", "--learning_rat", "1e-5"))
+    one_error_line(proc.returncode, proc.stderr.decode(), "train")  # no vLLM/Triton warning
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_has_no_duplicate_step(prepared: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    # the logs of an earlier run that died before its first checkpoint
+    (out / "metrics.jsonl").write_text('{"step": 1, "stale": true}\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grpo_gsm8k.cli", *_train(prepared, out, "--max_steps", "4")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 400
+    while not (out / "checkpoint-1" / "trainer_state.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint-1"
+        time.sleep(0.5)
+    time.sleep(random.Random(os.getpid()).uniform(0, 6))  # a random moment after it
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(_train(prepared, out, "--max_steps", "4", "--resume")) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not any(r.get("stale") for r in rows)
+    steps = [r["step"] for r in rows if "rewards/format/mean" in r]
+    assert steps == list(range(1, 5))
