@@ -30,6 +30,14 @@ DR_GRPO_DEFAULTS: dict[str, Any] = {
 }
 
 
+def train_defaults() -> dict[str, Any]:
+    """Dr GRPO's defaults and this machine's precision/generation choice (see train_defaults.py);
+    a recipe and the command line override both."""
+    from .train_defaults import training_hardware_choice
+
+    return {**DR_GRPO_DEFAULTS, **training_hardware_choice().settings}
+
+
 class RecipeError(OptionsError):
     """A bad recipe or command-line setting; the message is one line."""
 
@@ -118,7 +126,7 @@ def parse_train_args(argv: list[str]) -> tuple[GSM8KArguments, Any]:
     """``(GSM8KArguments, GRPOConfig)`` from ``[--config FILE] [--field value ...]``, checked."""
     try:
         script, config = parse_options(
-            option_types(), argv, "grpo-gsm8k train", defaults=DR_GRPO_DEFAULTS
+            option_types(), argv, "grpo-gsm8k train", defaults=train_defaults()
         )
     except OptionsError as e:
         raise RecipeError(str(e)) from None

@@ -18,6 +18,7 @@ uses, so training and eval see the same tokens; the config record carries the te
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from .grading import score
 from .models import resolve_model
 from .prompts import (
     PromptStyle,
+    prompt_ids,
     prompt_template,
     render_prompt,
     resolve_prompt_style,
@@ -51,6 +53,7 @@ from .runfiles import (
     write_json,
     write_jsonl,
 )
+from .train_defaults import training_hardware_choice
 
 CONFIG_FILE = "grpo_gsm8k_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -102,8 +105,13 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
         for name in (METRICS_FILE, COMPLETIONS_FILE):  # drop what was logged after the checkpoint
             if main_process:
                 _truncate_jsonl(out / name, step)
+    hardware = training_hardware_choice()
+    used = {k: getattr(config, k) for k in ("bf16", "use_vllm", "vllm_mode")}
+    if main_process:
+        print(f"hardware: {hardware.reason}; training with {_describe(used)}")
     record = {
         **resolved_settings(script, config),
+        "hardware": {"chosen": hardware.settings, "reason": hardware.reason, "used": used},
         "model": {"name": resolved.name, "path": resolved.path, "source": resolved.source},
         "resumed_from": checkpoint,
         "launch": launch_record(config),
@@ -127,7 +135,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
     )
     trainer = GSM8KGRPOTrainer(
         model=resolved.path,
-        reward_funcs=completions_log.wrap(rewards),  # type: ignore[arg-type]
+        reward_funcs=completions_log.wrap(rewards),
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -164,6 +172,11 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
     return out
 
 
+def _describe(used: dict[str, Any]) -> str:
+    generation = f"vLLM ({used['vllm_mode']})" if used["use_vllm"] else "transformers"
+    return f"{'bf16' if used['bf16'] else 'fp32'}, {generation} generation"
+
+
 def trl_prompt(question: str, tokenizer: Any, style: PromptStyle) -> str:
     """The prompt column: eval's rendered text, in the form TRL tokenizes to eval's token ids."""
     return text_for_special_tokens(tokenizer, render_prompt(question, tokenizer, style))
@@ -196,9 +209,20 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
 
 
 class GSM8KGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose next log event also carries ``extra_logs`` (the in-training eval)."""
+    """GRPOTrainer whose next log event also carries ``extra_logs`` (the in-training eval). On
+    CPU its colocated vLLM engine is :class:`grpo_gsm8k.vllm_sync.CPUVLLMGeneration` and its LM
+    head scores only completion tokens (:mod:`grpo_gsm8k.cpu_logprobs`)."""
 
     extra_logs: dict[str, float] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from .cpu_logprobs import score_completion_tokens_only_on_cpu
+        from .vllm_sync import cpu_colocate, cpu_engine
+
+        score_completion_tokens_only_on_cpu()
+        config = kwargs["args"]
+        with cpu_engine(config) if cpu_colocate(config) else contextlib.nullcontext():
+            super().__init__(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.extra_logs:
@@ -243,17 +267,28 @@ class HeldOutEval(TrainerCallback):
     def evaluate(self) -> dict[str, float]:
         import torch
 
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        from .vllm_sync import CPUVLLMGeneration
+
+        trainer = self.trainer
+        engine = getattr(trainer, "vllm_generation", None) if trainer.use_vllm else None
         cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=cuda):  # generate() seeds; keep training's RNG as is
-            results = generate(
-                model,
-                self.trainer.processing_class,
-                self.prompts,
-                self.sampling,
-                self.batch_size,
-                progress=False,
-            )
+            if isinstance(engine, CPUVLLMGeneration):  # the colocated engine, synced first
+                if trainer._last_loaded_step != trainer.state.global_step:
+                    engine.sync_weights()
+                    trainer._last_loaded_step = trainer.state.global_step
+                tokenizer = trainer.processing_class
+                ids = [prompt_ids(tokenizer, p) for p in self.prompts]
+                results = [[c] for c in engine.greedy(ids, self.sampling.max_new_tokens)]
+            else:
+                results = generate(
+                    trainer.accelerator.unwrap_model(trainer.model),
+                    trainer.processing_class,
+                    self.prompts,
+                    self.sampling,
+                    self.batch_size,
+                    progress=False,
+                )
         texts = [group[0].text for group in results]
         metrics = {f"eval/{k}": v for k, v in score(texts, self.golds).items()}
         metrics["eval/mean_tokens"] = sum(g[0].tokens for g in results) / len(results)
