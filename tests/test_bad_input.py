@@ -207,7 +207,8 @@ def _train(prepared: Path, out: Path, *extra: str) -> list[str]:
         "train", "--config", CPU_RECIPE, "--train_file", str(prepared / "train.jsonl"),
         "--eval_file", str(prepared / "eval.jsonl"), "--output_dir", str(out),
         "--per_device_train_batch_size", "4", "--num_generations", "2",
-        "--max_completion_length", "16", "--eval_every", "0", "--save_steps", "1", *extra,
+        "--max_completion_length", "16", "--eval_every", "0", "--save_steps", "1",
+        "--use_vllm", "false", "--bf16", "false", *extra,  # the transformers path, as test_train's
     ]  # fmt: skip
 
 

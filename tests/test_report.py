@@ -124,6 +124,7 @@ def _tiny_train(prepared: Path, out: Path) -> list[str]:
         "--output_dir", str(out), "--per_device_train_batch_size", "4", "--num_generations", "2",
         "--max_completion_length", "16", "--eval_every", "1", "--eval_size", "2",
         "--eval_max_new_tokens", "16", "--save_steps", "2", "--max_steps", "2",
+        "--use_vllm", "false", "--bf16", "false",  # the transformers path, as test_train's
     ]  # fmt: skip
 
 
