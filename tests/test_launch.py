@@ -194,6 +194,20 @@ def test_trl_serve_command_parses_with_vllm(prepared: Path, tmp_path: Path) -> N
     assert args.weight_transfer_config.backend == "nccl"
 
 
+def test_server_serves_the_model_that_trains(prepared: Path, tmp_path: Path) -> None:
+    """`--model` swaps the model for the trainers and the vLLM server alike; an alias is served
+    from its local checkpoint (vLLM needs a path)."""
+    from grpo_gsm8k.models import resolve_model
+
+    for override, served in [
+        (["--model", "Qwen/Qwen2.5-7B-Instruct"], "Qwen/Qwen2.5-7B-Instruct"),
+        (["--model", "smollm2-135m"], resolve_model("smollm2-135m").path),
+    ]:
+        commands = dry_run(2, 4, "--config", QWEN, *data_args(prepared, tmp_path), *override)
+        (serve_argv,) = [c for _, c in commands if c[:2] == ["trl", "vllm-serve"]]
+        assert serve_argv[serve_argv.index("--model") + 1] == served
+
+
 def test_train_script_bad_input() -> None:
     def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
