@@ -21,6 +21,7 @@ keeps the turn out of the conversation; Ctrl-D (or ``/quit``) leaves.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import signal
@@ -157,10 +158,11 @@ class ChatConfig:
         default=False, metadata={"help": "allow model code from the hub"}
     )
 
-    def validate(self) -> None:
+    def check(self) -> None:
+        """Every check that needs no model."""
         if not self.models:
             raise ChatError("name at least one model")
-        if self.temperature < 0:
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
             raise ChatError(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ChatError(f"--top-p must be in (0, 1], got {self.top_p}")
@@ -765,7 +767,7 @@ class ChatSession:
 
     def cmd_temperature(self, arg: str) -> None:
         value = _number(arg, float)
-        if value is None or value < 0:
+        if value is None or not (value >= 0 and math.isfinite(value)):
             self.say(f"/temperature needs a number >= 0 (now {self.temperature})", "red")
             return
         self.temperature = value
@@ -912,7 +914,13 @@ def run_chat(config: ChatConfig) -> int:
     """``grpo-gsm8k chat``: load the models, then answer --ask inputs or the prompt's lines."""
     from rich.console import Console
 
-    config.validate()
+    config.check()
+    if config.save:  # fail before any model loads, not in the middle of a turn
+        try:
+            Path(config.save).parent.mkdir(parents=True, exist_ok=True)
+            Path(config.save).open("a").close()
+        except OSError as e:
+            raise ChatError(f"--save {config.save}: {e.strerror or e}") from None
     console = Console()
     models = load_models(config, console)
     session = ChatSession(config, models, console)
