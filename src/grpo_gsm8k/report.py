@@ -168,8 +168,8 @@ class Run:
 
 
 def load_train(run: Run) -> None:
-    """Series by metric key (step -> value; a later line for the same step wins), the final
-    summary line (train_runtime...), the logged completions and the settings."""
+    """Series by metric key (step -> value; a later line for the same step wins), the total
+    train_runtime of its sessions, the logged completions and the settings."""
     config_path = run.path / "grpo_gsm8k_config.json"
     config = read_json(config_path) if config_path.is_file() else {}
     if not config:
@@ -181,8 +181,12 @@ def load_train(run: Run) -> None:
         step = row.get("step")
         if isinstance(step, bool) or not isinstance(step, int):
             raise ReportError(f"{metrics_path}:{lineno}: field 'step' must be an integer")
-        if "train_runtime" in row:
-            final = row
+        if "train_runtime" in row:  # the end of one training session (a resumed run has more)
+            final = {
+                "train_runtime": final.get("train_runtime", 0.0)
+                + (_number(row["train_runtime"]) or 0),
+                "sessions": final.get("sessions", 0) + 1,
+            }
             continue
         for key, value in row.items():
             number = _number(value)
@@ -357,14 +361,14 @@ def reward_names(runs: Iterable[Run]) -> list[str]:
     return names
 
 
-def series_points(run: Run, key: str, weight: float | None) -> dict[str, list[float]] | None:
+def series_points(run: Run, key: str, weight: float | None) -> dict[str, list[Any]] | None:
     """``{"step": [...], "value": [...], "ema": [...]}`` of a training metric, None if absent."""
     points = run.data["series"].get(key)
     if not points:
         return None
     steps = sorted(points)
     values = [points[s] for s in steps]
-    out: dict[str, list[float]] = {"step": [float(s) for s in steps], "value": values}
+    out: dict[str, list[Any]] = {"step": steps, "value": values}
     if weight is not None:
         out["ema"] = ema(values, weight)
     return out
@@ -881,6 +885,7 @@ table { border-collapse: collapse; font-size: 0.9rem; margin: 6px 0 10px; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 9px; text-align: right;
   vertical-align: top; white-space: nowrap; }
 th { background: var(--soft); font-weight: 600; }
+table.text th, table.text td { text-align: left; }
 th:first-child, td:first-child { text-align: left; white-space: normal; min-width: 14ch; }
 .path { display: inline-block; white-space: normal; max-width: 40ch; overflow-wrap: anywhere; }
 .good { color: var(--good); font-weight: 600; } .bad { color: var(--bad); font-weight: 600; }
@@ -920,14 +925,18 @@ def _num(x: Any, fmt: str = ".3g") -> str:
     return "–" if x is None else format(x, fmt)
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], raw: bool = False) -> str:
-    """An HTML table; cells are escaped unless ``raw`` (cells already HTML)."""
+def _table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], raw: bool = False, text: bool = False
+) -> str:
+    """An HTML table; cells are escaped unless ``raw`` (cells already HTML). Numbers are right
+    aligned; a ``text`` table is left aligned throughout."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f"<td>{c if raw else esc(str(c))}</td>" for c in row) + "</tr>"
         for row in rows
     )
-    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+    cls = ' class="text"' if text else ""
+    return f'<div class="scroll"><table{cls}><tr>{head}</tr>{body}</table></div>'
 
 
 def _figure_html(fig: Figure) -> str:
@@ -1067,7 +1076,12 @@ def train_table(runs: list[Run]) -> str:
                 first_last(series.get("reward", {}), "+.2f"),
                 first_last({s: 100 * v for s, v in held.items()}, ".0f") + (" %" if held else ""),
                 f"{sum(times) / len(times):.1f} s" if times else "–",
-                f"{final['train_runtime']:.0f} s" if final.get("train_runtime") else "running",
+                (
+                    f"{final['train_runtime']:.0f} s"
+                    + (f" ({final['sessions']} sessions)" if final["sessions"] > 1 else "")
+                    if final
+                    else "running"
+                ),
             ]
         )
     labels = [
@@ -1448,7 +1462,7 @@ def inputs_html(runs: list[Run], provenance: list[dict[str, Any]]) -> str:
                 notes,
             ]
         )
-    return _table(["run", "kind", "path", "files read", "notes"], rows, raw=True)
+    return _table(["run", "kind", "path", "files read", "notes"], rows, raw=True, text=True)
 
 
 # -------------------------------------------------------------------------------------- build
@@ -1520,7 +1534,20 @@ def build_report(config: ReportConfig) -> Path:
         "inputs": provenance,
         **report.numbers,
     }
-    report.sections.append(("inputs", "Inputs", inputs_html(runs, provenance)))
+    own = report.numbers["report"]
+    machine = own["machine"]
+    report.sections.append(
+        (
+            "inputs",
+            "Inputs",
+            inputs_html(runs, provenance)
+            + f'<p class="muted">Report written by <code>{esc(" ".join(own["command"]))}</code>'
+            f" · grpo-gsm8k {esc(str(own['versions'].get('grpo_gsm8k')))} · "
+            f"{esc(machine['platform'])} · {machine['cpu_count']} CPUs · flags "
+            f"{esc(' '.join(machine['cpu_flags']) or 'none')}. Throughput figures are those each "
+            "run measured on its own machine.</p>",
+        )
+    )
 
     output_dir(out)
     wanted = {f"{f.name}.png" for f in report.figures}
