@@ -20,6 +20,7 @@ from .data import DataError, load_prepared, require_str
 from .errors import UserError
 from .generation import SamplingSettings
 from .grading import MODES, extract, parse_gold, same_number, score_completions
+from .hardware import BACKENDS, DTYPES, choose
 from .prompts import PROMPT_STYLES, prompt_template, render_prompt, resolve_prompt_style
 from .runfiles import (
     append_jsonl,
@@ -66,7 +67,10 @@ class EvalConfig:
     )
     backend: Literal["auto", "vllm", "hf"] = field(
         default="auto",
-        metadata={"help": "vllm, hf (transformers generate) or auto (vllm when installed)"},
+        metadata={
+            "help": "vllm, hf (transformers generate) or auto: decided from the hardware (vllm on "
+            "GPUs and AVX-512 CPUs when it imports, else hf; see grpo_gsm8k.hardware)"
+        },
     )
     prompt: Literal["chat", "raw", "auto"] = field(
         default="chat",
@@ -91,7 +95,13 @@ class EvalConfig:
     )
     seed: int = field(default=0, metadata={"help": "random seed of sampling"})
     batch_size: int = field(default=32, metadata={"help": "hf backend: prompts per generate call"})
-    dtype: str = field(default="auto", metadata={"help": "model dtype, e.g. bfloat16"})
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
+        default="auto",
+        metadata={
+            "help": "model dtype, or auto: decided from the hardware (on CPU bfloat16 for vllm "
+            "where the CPU has bf16 units, else float32; on GPU the checkpoint's)"
+        },
+    )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per engine"})
     data_parallel_size: int = field(default=1, metadata={"help": "vllm: engine replicas"})
     gpu_memory_utilization: float | None = field(
@@ -138,8 +148,10 @@ class EvalConfig:
                 raise EvalError(f"--{name.replace('_', '-')} must be at least 1")
         if self.prompt not in PROMPT_STYLES:
             raise EvalError(f"--prompt must be chat, raw or auto, got {self.prompt!r}")
-        if self.backend not in ("auto", "vllm", "hf"):
+        if self.backend not in BACKENDS:
             raise EvalError(f"--backend must be hf, vllm or auto, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise EvalError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         parse_shard(self.shard)
         return self.sampling()
 
@@ -271,7 +283,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     output folder and return the summary. Resumes an interrupted run in the same folder."""
     from transformers import AutoTokenizer
 
-    from .generation import load_backend, vllm_available
+    from .generation import load_backend
     from .models import resolve_model
 
     started = time.perf_counter()
@@ -290,9 +302,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     )
     style = resolve_prompt_style(config.prompt, tokenizer)
     template = prompt_template(style, tokenizer)
-    backend_name = config.backend
-    if backend_name == "auto":
-        backend_name = "vllm" if vllm_available() else "hf"
+    hardware = choose(config.backend, config.dtype)  # explicit settings win
+    backend_name = hardware.backend
+    print(f"hardware: {hardware.log_line()}", flush=True)
     chunk_size = config.chunk_size or (64 if backend_name == "hf" else 256)
     out = Path(config.out) if config.out else default_out_dir(config.model)
 
@@ -340,7 +352,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     if todo:
         t0 = time.perf_counter()
         options: dict[str, Any] = {
-            "dtype": config.dtype,
+            "dtype": hardware.dtype,
             "trust_remote_code": config.trust_remote_code,
         }
         if backend_name == "hf":
@@ -409,6 +421,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         "model_path": resolved.path,
         "model_source": resolved.source,
         "backend": backend_name,
+        "hardware": hardware.to_dict(),
         "out": str(out),
         **summarize(scored),
         "resumed_rows": len(scored) - len(todo),
@@ -417,7 +430,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         "decoding": {**asdict(sampling), "greedy": sampling.temperature == 0},
         "prompt_style": style,
         "backend_settings": {
-            "dtype": config.dtype,
+            "dtype": hardware.dtype,
             "batch_size": config.batch_size if backend_name == "hf" else None,
             "tensor_parallel_size": config.tensor_parallel_size,
             "data_parallel_size": config.data_parallel_size,
