@@ -8,11 +8,12 @@ BIN=.venv/bin
 GSM8K=${GSM8K:-../shared/data/gsm8k}
 DATA=${DATA:-data}
 OUT=${OUT:-runs/demo}
-N=${DEMO_EVAL_N:-64}           # held-out test questions evaluated before and after
+N=${DEMO_EVAL_N:-128}          # held-out test questions evaluated before and after
 TOKENS=${DEMO_MAX_NEW_TOKENS:-192}
-# hf: on a CPU without AVX-512 (this machine) vLLM runs bf16 through a slow fallback path;
-# DEMO_BACKEND=vllm (or auto) where vLLM is fast (GPUs, AVX-512 CPUs).
-BACKEND=${DEMO_BACKEND:-hf}
+# auto everywhere: the eval backend and dtype, and training's precision and generation engine, are
+# decided from the machine (src/grpo_gsm8k/hardware.py), printed and recorded in the run files:
+# vLLM + bf16 on CPUs with AVX-512/bf16 units, transformers + fp32 on AVX2-only CPUs.
+BACKEND=${DEMO_BACKEND:-auto}
 RECIPE=${RECIPE:-recipes/cpu-smollm2.yaml}
 start=$(date +%s)
 

@@ -333,9 +333,9 @@ class VLLMEngine:
         from vllm.inputs.engine import tokens_input
         from vllm.sampling_params import RequestOutputKind
 
-        from .generation.vllm import _sampling_params
+        from .generation.vllm import _sampling_params, on_gpu
 
-        params = _sampling_params(sampling)
+        params = _sampling_params(sampling, per_request_seed=on_gpu())
         params.output_kind = RequestOutputKind.CUMULATIVE
         ids = prompt_ids(self.tokenizer, prompt)
         started = time.perf_counter()

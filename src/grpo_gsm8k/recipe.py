@@ -31,11 +31,11 @@ DR_GRPO_DEFAULTS: dict[str, Any] = {
 
 
 def train_defaults() -> dict[str, Any]:
-    """Dr GRPO's defaults and this machine's precision/generation choice (see train_defaults.py);
-    a recipe and the command line override both."""
-    from .train_defaults import training_hardware_choice
+    """Dr GRPO's defaults and this machine's precision/generation choice
+    (:func:`grpo_gsm8k.hardware.choose_training`); a recipe and the command line override both."""
+    from .hardware import choose_training
 
-    return {**DR_GRPO_DEFAULTS, **training_hardware_choice().settings}
+    return {**DR_GRPO_DEFAULTS, **choose_training().settings}
 
 
 class RecipeError(OptionsError):

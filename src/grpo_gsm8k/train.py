@@ -31,6 +31,7 @@ from .distributed import launch_record
 from .generation import SamplingSettings
 from .generation.hf import generate
 from .grading import score
+from .hardware import choose_training
 from .models import resolve_model
 from .prompts import (
     PromptStyle,
@@ -53,7 +54,6 @@ from .runfiles import (
     write_json,
     write_jsonl,
 )
-from .train_defaults import training_hardware_choice
 
 CONFIG_FILE = "grpo_gsm8k_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -105,7 +105,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
         for name in (METRICS_FILE, COMPLETIONS_FILE):  # drop what was logged after the checkpoint
             if main_process:
                 _truncate_jsonl(out / name, step)
-    hardware = training_hardware_choice()
+    hardware = choose_training()
     used = {k: getattr(config, k) for k in ("bf16", "use_vllm", "vllm_mode")}
     if main_process:
         print(f"hardware: {hardware.reason}; training with {_describe(used)}")
