@@ -58,6 +58,13 @@ class EvalConfig:
         default=None, metadata={"help": "output folder (default: runs/eval/<model>-<timestamp>)"}
     )
     limit: int | None = field(default=None, metadata={"help": "only the first N questions"})
+    shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "I/N: only every N-th question (of --limit), starting at I (0 <= I < N); "
+            "`grpo-gsm8k merge` combines the N shard folders into the run one process would write"
+        },
+    )
     backend: Literal["auto", "vllm", "hf"] = field(
         default="auto",
         metadata={
@@ -145,11 +152,22 @@ class EvalConfig:
             raise EvalError(f"--backend must be hf, vllm or auto, got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise EvalError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        parse_shard(self.shard)
         return self.sampling()
 
 
 class EvalError(UserError):
     """Inconsistent eval settings or a run folder that cannot be resumed; one-line message."""
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; None stays None."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise EvalError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+    return int(index), int(count)
 
 
 def default_out_dir(model: str) -> Path:
@@ -185,6 +203,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["ci95"] = {m: list(wilson(acc[m] * n, n)) for m in MODES}
     out["format_rate"] = mean_rate("format_ok")
     out["format_ci95"] = list(wilson(out["format_rate"] * n, n))
+    if all("answer_line_ok" in r for r in rows):  # runs from before this field have none
+        out["answer_line_rate"] = mean_rate("answer_line_ok")
+        out["answer_line_ci95"] = list(wilson(out["answer_line_rate"] * n, n))
     tokens = [t for r in rows for t in r["tokens"]]
     truncated = [t for r in rows for t in r["truncated"]]
     out["completions"] = len(tokens)
@@ -228,6 +249,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     for m in MODES:
         table.add_row(f"accuracy ({m})", pct(summary["accuracy"][m]), ci(summary["ci95"][m]))
     table.add_row("format (#### N)", pct(summary["format_rate"]), ci(summary["format_ci95"]))
+    if "answer_line_rate" in summary:
+        table.add_row(
+            "ends with its one #### N line",
+            pct(summary["answer_line_rate"]),
+            ci(summary["answer_line_ci95"]),
+        )
     for name, values in summary.get("pass@k", {}).items():
         table.add_row(
             f"{name} (strict / flexible)",
@@ -261,7 +288,13 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
 
     started = time.perf_counter()
     sampling = config.check()
+    shard = parse_shard(config.shard)
+    shard_text = f"{shard[0]}/{shard[1]}" if shard else None
     examples = load_prepared(config.data)[: config.limit]
+    if shard is not None:  # every N-th question: deterministic, and balanced across shards
+        examples = examples[shard[0] :: shard[1]]
+        if not examples:
+            raise EvalError(f"--shard {config.shard}: no questions (fewer than {shard[1]})")
     data = fingerprint(config.data)
     resolved = resolve_model(config.model, config.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(
@@ -282,6 +315,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         "prompt_style": style,
         "prompt_template": template,
         "decoding": asdict(sampling),
+        "shard": shard_text,
     }
     fresh = not out.exists()
     output_dir(out)
@@ -405,7 +439,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             "trust_remote_code": config.trust_remote_code,
         },
         "identity": identity,
-        **provenance(data={**data, "limit": config.limit}, prompt_template=template),
+        **provenance(
+            data={**data, "limit": config.limit, "shard": shard_text}, prompt_template=template
+        ),
     }
     write_json(summary_path, summary)
     print_summary(summary)

@@ -171,3 +171,43 @@ def choose(
     return HardwareChoice(
         chosen, chosen_dtype, "; ".join(why), machine, {"backend": backend, "dtype": dtype}
     )
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainingChoice:
+    settings: dict[str, Any]  # GRPOConfig defaults; a recipe or the command line overrides them
+    reason: str
+
+
+def choose_training(
+    machine: Machine | None = None, vllm_error: Callable[[], str | None] | None = None
+) -> TrainingChoice:
+    """Training's precision and generation engine for this machine (recorded with the reason).
+
+    On a CPU the matmul precision and the generation engine decide a GRPO step's time. With bf16
+    units (``avx512_bf16``/``amx_bf16``) bf16 autocast runs the update several times faster than
+    fp32 and vLLM-CPU generates several times faster than transformers, so training uses both
+    (vLLM colocated in the trainer's process, synced every step: :mod:`grpo_gsm8k.vllm_sync`).
+    Without them bf16 takes slow paths in torch and vLLM: fp32 with transformers generation. On a
+    GPU nothing is chosen here: TRL's defaults and the recipe apply."""
+    machine = machine or Machine.probe()
+    if machine.gpu:
+        return TrainingChoice({}, f"{machine.describe()}: TRL's defaults and the recipe decide")
+    if not machine.bf16_units:
+        return TrainingChoice(
+            {"bf16": False, "use_vllm": False},
+            f"{machine.describe()} without bf16 units: fp32, transformers generation",
+        )
+    error = (vllm_error or vllm_import_error)()
+    if error is not None:
+        return TrainingChoice(
+            {"bf16": True, "use_vllm": False},
+            f"{machine.describe()}: bf16 autocast; {error}, so transformers generation",
+        )
+    return TrainingChoice(
+        {"bf16": True, "use_vllm": True, "vllm_mode": "colocate"},
+        f"{machine.describe()}: bf16 autocast and vLLM generation (colocated, bf16)",
+    )
