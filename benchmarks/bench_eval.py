@@ -1,15 +1,15 @@
 """Eval throughput: our vLLM backend vs our HF backend vs raw ``vllm.LLM.generate``, in one run.
 
     python benchmarks/bench_eval.py [--n 64] [--max-new-tokens 128] [--hf-batch-size 32]
-                                    [--gsm8k ../shared/data/gsm8k] [--skip-vllm-defaults]
+        [--vllm-dtype auto] [--hf-dtype auto] [--skip-vllm-defaults] [--gsm8k ../shared/data/gsm8k]
 
 The embedded model (smollm2-135m), the first N GSM8K test questions, chat prompts, greedy. Every
 part sees the same token ids (``prompt_ids`` of ``render_prompt``) and runs in its own process,
 one after another:
 
 - ``vLLM backend`` and ``HF backend``: ``grpo-gsm8k eval`` (``run_eval``) with ``--backend vllm``
-  / ``hf`` and ``--dtype auto``, i.e. what :mod:`grpo_gsm8k.hardware` picks for each on this
-  machine, and the backends' own engine settings;
+  / ``hf`` and ``--dtype auto`` (what :mod:`grpo_gsm8k.hardware` picks for each on this machine;
+  ``--vllm-dtype`` / ``--hf-dtype`` override it), and the backends' own engine settings;
 - ``raw vLLM``: ``vllm.LLM(...).generate`` with the engine settings of our backend (same dtype,
   same memory share, same process layout): what our pipeline costs over vLLM itself;
 - ``raw vLLM, defaults``: ``vllm.LLM(model)`` as vLLM configures itself: what our settings buy.
@@ -45,7 +45,9 @@ def write_data(gsm8k: str, n: int, folder: Path) -> Path:
     return path
 
 
-def part_eval(backend: str, data: str, tokens: int, out: str, batch_size: int) -> dict[str, Any]:
+def part_eval(
+    backend: str, data: str, tokens: int, out: str, batch_size: int, dtype: str
+) -> dict[str, Any]:
     from grpo_gsm8k.evaluate import EvalConfig, run_eval
 
     s = run_eval(
@@ -56,6 +58,7 @@ def part_eval(backend: str, data: str, tokens: int, out: str, batch_size: int) -
             backend=backend,  # type: ignore[arg-type]
             max_new_tokens=tokens,
             batch_size=batch_size,
+            dtype=dtype,  # type: ignore[arg-type]
         )
     )
     return {
@@ -68,7 +71,7 @@ def part_eval(backend: str, data: str, tokens: int, out: str, batch_size: int) -
     }
 
 
-def part_raw(data: str, tokens: int, defaults: bool) -> dict[str, Any]:
+def part_raw(data: str, tokens: int, defaults: bool, dtype: str) -> dict[str, Any]:
     """``vllm.LLM.generate`` on the same token ids; ``defaults``: vLLM's own engine settings,
     else ours (the dtype and memory share our backend uses, its process layout on CPU)."""
     from transformers import AutoTokenizer
@@ -87,7 +90,7 @@ def part_raw(data: str, tokens: int, defaults: bool) -> dict[str, Any]:
     ]
     engine: dict[str, Any] = {"gpu_memory_utilization": default_memory_utilization(), "seed": 0}
     if not defaults:
-        engine["dtype"] = choose("vllm").dtype
+        engine["dtype"] = choose("vllm", dtype).dtype
         if not on_gpu():
             for key, value in CPU_ENGINE_ENV.items():
                 os.environ.setdefault(key, value)
@@ -131,6 +134,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--hf-batch-size", type=int, default=32, help="(eval's default: 32)")
+    parser.add_argument("--vllm-dtype", default="auto", help="our vLLM backend and raw vLLM")
+    parser.add_argument("--hf-dtype", default="auto")
     parser.add_argument(
         "--skip-vllm-defaults", action="store_true", help="no run with vLLM's own settings"
     )
@@ -145,11 +150,15 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.part in ("raw", "raw-defaults"):
-        result = part_raw(args.data, args.max_new_tokens, args.part == "raw-defaults")
+        defaults = args.part == "raw-defaults"
+        result = part_raw(args.data, args.max_new_tokens, defaults, args.vllm_dtype)
         print(RESULT + json.dumps(result))
         return
     if args.part:
-        result = part_eval(args.part, args.data, args.max_new_tokens, args.out, args.hf_batch_size)
+        dtype = args.vllm_dtype if args.part == "vllm" else args.hf_dtype
+        result = part_eval(
+            args.part, args.data, args.max_new_tokens, args.out, args.hf_batch_size, dtype
+        )
         print(RESULT + json.dumps(result))
         return
 
@@ -165,6 +174,7 @@ def main() -> None:
         data = str(write_data(args.gsm8k, args.n, Path(tmp)))
         common = ["--data", data, "--max-new-tokens", str(args.max_new_tokens)]
         common += ["--hf-batch-size", str(args.hf_batch_size)]
+        common += ["--vllm-dtype", args.vllm_dtype, "--hf-dtype", args.hf_dtype]
         results = {}
         for name, part in parts:
             print(f"running {name} ...", flush=True)
