@@ -1,7 +1,8 @@
 """Real multi-process training on CPU over gloo: `torchrun --nproc_per_node 2` and `accelerate
 launch --config_file launch/accelerate/ddp.yaml --num_processes 2` run `grpo-gsm8k train`
 unchanged; only the main process writes; the checkpoint is one and `eval` loads it. FSDP does
-not run on CPU (accelerate applies it only on GPUs): the run is refused before any model loads."""
+not run on CPU (accelerate applies it only on GPUs), nor vLLM-CPU generation in several processes:
+such runs are refused before any model loads."""
 
 from __future__ import annotations
 
@@ -135,15 +136,27 @@ def test_accelerate_launch_ddp_config_on_cpu(prepared: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_fsdp_config_on_cpu_is_refused_before_the_model(prepared: Path, tmp_path: Path) -> None:
-    """accelerate turns an FSDP config into FSDP only on GPUs; on CPU it would silently run
-    plain DDP, so train refuses it."""
-    out = tmp_path / "fsdp"
-    proc = launch(accelerate("fsdp2", 2), tiny(prepared, out, "--max_steps", "1"), timeout=300)
+@pytest.mark.parametrize(
+    ("launcher", "extra", "message"),
+    [
+        # accelerate turns an FSDP config into FSDP only on GPUs; on CPU it would silently run
+        # plain DDP
+        (accelerate("fsdp2", 2), [], "uses FSDP, but this run is on CPU (MULTI_CPU)"),
+        # vLLM-CPU generation (what the machine may choose) works in one training process
+        (torchrun(2), ["--use_vllm", "true"], "vLLM generation on CPU runs in one training"),
+    ],
+    ids=["fsdp", "vllm"],
+)
+def test_cpu_launches_that_cannot_work_are_refused_before_the_model(
+    prepared: Path, tmp_path: Path, launcher: list[str], extra: list[str], message: str
+) -> None:
+    out = tmp_path / "refused"
+    proc = launch(launcher, tiny(prepared, out, "--max_steps", "1", *extra), timeout=300)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "grpo-gsm8k train: error:" in line]
     assert len(errors) == 2  # one line from each rank
-    assert all("uses FSDP, but this run is on CPU (MULTI_CPU)" in line for line in errors)
+    assert all(message in line for line in errors)
+    assert "Loading weights" not in proc.stderr
     assert not (out / "grpo_gsm8k_config.json").exists()
 
 

@@ -8,10 +8,11 @@ that the per-rank batch adds up to the ``prompts_per_step`` a recipe or command 
         = completions per optimizer step = prompts_per_step x num_generations
 
 (the global batch grows with the number of processes otherwise), and refuses launch configs
-that would silently degrade (an FSDP config on CPU runs plain DDP; a DeepSpeed config needs the
-``deepspeed`` package). :func:`launch_record` is what
-``grpo_gsm8k_config.json`` keeps under ``launch``: world size, launcher, the launcher's command
-line and its accelerate config file, and the distributed environment variables.
+that would silently degrade or fail after the model loads (an FSDP config on CPU runs plain DDP;
+a DeepSpeed config needs the ``deepspeed`` package; vLLM generation on CPU works in one process).
+:func:`launch_record` is what ``grpo_gsm8k_config.json`` keeps under ``launch``: world size,
+launcher, the launcher's command line and its accelerate config file, and the distributed
+environment variables.
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ def check_launch(config: Any, prompts_per_step: int | None = None) -> None:
     state = config.distributed_state
     kind = str(getattr(state, "distributed_type", "NO")).split(".")[-1]
     device = getattr(getattr(state, "device", None), "type", "cpu")
+    if config.world_size > 1 and device == "cpu" and config.use_vllm:
+        raise RecipeError(
+            f"vLLM generation on CPU runs in one training process, not {config.world_size} "
+            "(colocated: one engine per process; server mode: its weight sync needs CUDA); pass "
+            "--use_vllm false for transformers generation"
+        )
     if _flag("ACCELERATE_USE_FSDP") and device == "cpu":
         raise RecipeError(
             f"the launch config uses FSDP, but this run is on CPU ({kind}): accelerate applies "
