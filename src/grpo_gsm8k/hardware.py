@@ -24,6 +24,7 @@ The rules, from measurements in BENCHMARKS.md (SmolLM2-135M, 64 GSM8K questions,
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,13 @@ def choose_training(
         return TrainingChoice(
             {"bf16": False, "use_vllm": False},
             f"{machine.describe()} without bf16 units: fp32, transformers generation",
+        )
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1:  # torchrun / accelerate launch: one colocated engine per process won't fit
+        return TrainingChoice(
+            {"bf16": True, "use_vllm": False},
+            f"{machine.describe()}: bf16 autocast; {processes} training processes, so "
+            "transformers generation (vLLM-CPU runs in a single training process)",
         )
     error = (vllm_error or vllm_import_error)()
     if error is not None:
