@@ -154,6 +154,13 @@ class ChatConfig:
         default=None,
         metadata={"help": "vllm: share of GPU memory (of RAM on CPU) for all vLLM models together"},
     )
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch CPU threads (unset: torch's default, one per core); on a busy CPU one "
+            "thread can be several times faster (benchmarks/bench_chat.py)"
+        },
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "allow model code from the hub"}
     )
@@ -166,6 +173,8 @@ class ChatConfig:
             raise ChatError(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ChatError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.threads is not None and self.threads < 1:
+            raise ChatError(f"--threads must be at least 1, got {self.threads}")
         if self.max_new_tokens < 1:
             raise ChatError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         for name, value, allowed in (
@@ -921,6 +930,10 @@ def run_chat(config: ChatConfig) -> int:
             Path(config.save).open("a").close()
         except OSError as e:
             raise ChatError(f"--save {config.save}: {e.strerror or e}") from None
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
     console = Console()
     models = load_models(config, console)
     session = ChatSession(config, models, console)
