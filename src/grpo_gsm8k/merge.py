@@ -135,6 +135,7 @@ def merge_shards(config: MergeConfig) -> dict[str, Any]:
         "model_path": first["model_path"],
         "model_source": first.get("model_source"),
         "backend": first["backend"],
+        "hardware": first.get("hardware"),
         "out": str(final),
         **summarize(rows),
         "resumed_rows": sum(s["summary"].get("resumed_rows", 0) for s in shards),
