@@ -231,16 +231,21 @@ def test_two_evals_are_paired_and_overlaid(runs: dict[str, Path], tmp_path: Path
 
 
 @pytest.mark.slow
-def test_a_live_training_run_with_a_torn_last_line(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_a_live_training_run_overlaid_on_a_finished_one(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
     run = tmp_path / "live"
     shutil.copytree(runs["train"], run, ignore=shutil.ignore_patterns("*.safetensors", "check*"))
     torn = len((run / "metrics.jsonl").read_text().splitlines()) + 1
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 3, "rew')  # being written right now
-    build_report(ReportConfig(runs=[str(run)], out=str(tmp_path / "r")))
+    build_report(ReportConfig(runs=[str(runs["train"]), str(run)], out=str(tmp_path / "r")))
     numbers = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert numbers["inputs"][0]["notes"] == [f"metrics.jsonl: skipped the unfinished line {torn}"]
+    assert numbers["inputs"][1]["notes"] == [f"metrics.jsonl: skipped the unfinished line {torn}"]
     assert numbers["train"]["live"]["reward"]["step"] == [1, 2]
+    [figure] = [f for f in numbers["figures"] if f["file"] == "train-reward.png"]
+    assert set(figure["data"]) == {"train", "live"}  # two training runs on the same axes
+    assert (run / "metrics.jsonl").read_text().endswith('"rew')  # read, never rewritten
 
 
 @pytest.mark.slow
