@@ -68,6 +68,9 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are for people to open
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
