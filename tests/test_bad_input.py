@@ -72,7 +72,11 @@ def test_parquet_that_is_not_parquet(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_out_that_is_a_file_or_cannot_be_made(
-    gsm8k_dir: Path, prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    gsm8k_dir: Path,
+    prepared: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -80,9 +84,15 @@ def test_out_that_is_a_file_or_cannot_be_made(
     assert "exists and is not a folder" in one_error_line(code, err, "prepare")
     code, _, err = run(["prepare", "--source", str(gsm8k_dir), "--out", "/proc/x"], capsys)
     assert "cannot create the output folder" in one_error_line(code, err, "prepare")
+    # an empty model cache, as on a clean clone: the output folder is refused before the
+    # embedded model is converted (which prints progress bars and takes seconds)
+    monkeypatch.setenv("GRPO_GSM8K_CACHE", str(tmp_path / "empty-cache"))
     data = ["--data", str(prepared / "eval.jsonl"), "--limit", "1", "--backend", "hf"]
     code, _, err = run(["eval", "smollm2-135m", *data, "--out", str(afile)], capsys)
     assert "exists and is not a folder" in one_error_line(code, err, "eval")
+    code, _, err = run(["eval", "smollm2-135m", *data, "--out", "/proc/x"], capsys)
+    assert "cannot create the output folder" in one_error_line(code, err, "eval")
+    assert not (tmp_path / "empty-cache").exists()
     run_dir = _fake_run(tmp_path / "A")
     code, _, err = run(["compare", str(run_dir), str(run_dir), "--out", str(afile)], capsys)
     assert "exists and is not a folder" in one_error_line(code, err, "compare")

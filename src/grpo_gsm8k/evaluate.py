@@ -24,6 +24,7 @@ from .hardware import BACKENDS, DTYPES, choose
 from .prompts import PROMPT_STYLES, prompt_template, render_prompt, resolve_prompt_style
 from .runfiles import (
     append_jsonl,
+    check_output_dir,
     fingerprint,
     output_dir,
     provenance,
@@ -296,6 +297,8 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         if not examples:
             raise EvalError(f"--shard {config.shard}: no questions (fewer than {shard[1]})")
     data = fingerprint(config.data)
+    out = Path(config.out) if config.out else default_out_dir(config.model)
+    check_output_dir(out)  # before the model loads, which can take minutes
     resolved = resolve_model(config.model, config.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(
         resolved.path, trust_remote_code=config.trust_remote_code
@@ -306,7 +309,6 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     backend_name = hardware.backend
     print(f"hardware: {hardware.log_line()}", flush=True)
     chunk_size = config.chunk_size or (64 if backend_name == "hf" else 256)
-    out = Path(config.out) if config.out else default_out_dir(config.model)
 
     # what must match for a run folder to be resumed
     identity = {

@@ -47,12 +47,29 @@ def looks_like_path(name: str) -> bool:
     return "/" in name and Path(name.split("/")[0]).is_dir()
 
 
-def output_dir(path: PathLike) -> Path:
-    """``path`` as an output folder, created if needed; a file there or a folder that cannot be
-    made is a one-line error."""
+def check_output_dir(path: PathLike) -> Path:
+    """Refuse, before any slow work, an output folder that ``output_dir`` could not make: a file
+    there, or a nearest existing parent that is not a writable folder. Creates nothing."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunFileError(f"{path}: exists and is not a folder; choose another output folder")
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not path.exists():
+        try:  # a real try in the nearest existing parent: os.access says yes to root on /proc
+            tempfile.TemporaryDirectory(dir=parent, prefix=".grpo-gsm8k-probe.").cleanup()
+        except OSError as e:
+            raise RunFileError(
+                f"{path}: cannot create the output folder ({e.strerror} in {parent})"
+            ) from None
+    return path
+
+
+def output_dir(path: PathLike) -> Path:
+    """``path`` as an output folder, created if needed; a file there or a folder that cannot be
+    made is a one-line error."""
+    path = check_output_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -46,6 +46,7 @@ from .recipe import reward_settings as make_reward_settings
 from .rewards import RewardFunc, completion_text, make_reward_funcs
 from .runfiles import (
     append_jsonl,
+    check_output_dir,
     fingerprint,
     output_dir,
     provenance,
@@ -65,6 +66,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
     check(script, config)  # every check that needs no model happens here
     out = Path(str(config.output_dir))
     main_process = config.process_index == 0  # the only rank that writes files (see launch/)
+    check_output_dir(out)
     resolved = resolve_model(script.model, config.trust_remote_code)
 
     from datasets import Dataset
