@@ -31,6 +31,7 @@ def one_error_line(code: int, err: str, command: str) -> str:
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    capsys.readouterr()  # only this command's output: not e.g. a model conversion's progress bars
     code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
