@@ -64,6 +64,21 @@ def cpu_engine(args: Any) -> Iterator[None]:
         grpo_trainer.VLLMGeneration = original  # type: ignore[misc]
 
 
+def _reload_weights(worker: Any, weights: Iterator[tuple[str, Any]]) -> None:
+    """vLLM's in-place reload on ``worker``, then the tied LM head's GEMM handle rebuilt.
+
+    On CPU every linear layer multiplies through a handle made from its weight when it was
+    processed (a oneDNN matmul). The reload re-processes each layer whose weights it loads; a
+    head tied to the embeddings loads none (the checkpoint has no ``lm_head.weight``), so it keeps
+    the handle of the first load: without the rebuild, vLLM would sample from the new weights
+    through the initial model's output layer."""
+    worker.reload_weights(weights_iterator=weights)
+    model = worker.model_runner.get_model()
+    head = getattr(model, "lm_head", None)
+    if head is not None and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+        head.quant_method.process_weights_after_loading(head)
+
+
 class CPUVLLMGeneration(VLLMGeneration):
     """TRL's vLLM generation with an in-process CPU engine and a reload-based weight sync."""
 
@@ -126,9 +141,7 @@ class CPUVLLMGeneration(VLLMGeneration):
 
     def sync_weights(self) -> None:
         """Load the trainer's current weights into the engine (PEFT adapters merged first)."""
-        self.llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": self._iter_named_params()}
-        )
+        self.llm.collective_rpc(_reload_weights, args=(self._iter_named_params(),))
         self.llm.reset_prefix_cache()
 
     def greedy(self, prompt_ids: list[list[int]], max_tokens: int) -> list[Completion]:
