@@ -10,7 +10,8 @@ tokens) trained for ``--steps`` steps twice, each in its own process, on the sam
 - ``trl-default``: TRL's ``GRPOTrainer`` as it comes, transformers generation in fp32
   (``--use_vllm false --bf16 false``; the recipe's other settings are Dr GRPO's loss and the batch);
 - ``ours``: ``grpo-gsm8k train`` as it is, with what it picks on this machine
-  (src/grpo_gsm8k/train_defaults.py: bf16 autocast + colocated vLLM where the CPU has bf16 units;
+  (src/grpo_gsm8k/hardware.py, choose_training: bf16 autocast + colocated vLLM where the CPU has
+  bf16 units;
   src/grpo_gsm8k/cpu_logprobs.py: the LM head scores completion tokens only).
 
 It prints, per configuration, the step time (first step apart: warm-up), the time of each part
@@ -193,7 +194,7 @@ def base_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
 def cpu_line() -> str:
     import torch
 
-    from grpo_gsm8k.runfiles import cpu_flags
+    from grpo_gsm8k.hardware import cpu_flags
 
     return (
         f"CPU: {os.cpu_count()} cores, torch capability {torch.backends.cpu.get_cpu_capability()},"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the whole loop on CPU with the embedded model (SmolLM2-135M-Instruct) and the local
-# GSM8K copy: prepare -> baseline eval -> Dr GRPO -> eval again -> paired compare.
+# GSM8K copy: prepare -> baseline eval -> Dr GRPO -> eval again -> paired compare -> HTML report.
 # Re-running it resumes: finished evals are reprinted, training continues from its last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,11 +8,12 @@ BIN=.venv/bin
 GSM8K=${GSM8K:-../shared/data/gsm8k}
 DATA=${DATA:-data}
 OUT=${OUT:-runs/demo}
-N=${DEMO_EVAL_N:-64}           # held-out test questions evaluated before and after
+N=${DEMO_EVAL_N:-128}          # held-out test questions evaluated before and after
 TOKENS=${DEMO_MAX_NEW_TOKENS:-192}
-# hf: on a CPU without AVX-512 (this machine) vLLM runs bf16 through a slow fallback path;
-# DEMO_BACKEND=vllm (or auto) where vLLM is fast (GPUs, AVX-512 CPUs).
-BACKEND=${DEMO_BACKEND:-hf}
+# auto everywhere: the eval backend and dtype, and training's precision and generation engine, are
+# decided from the machine (src/grpo_gsm8k/hardware.py), printed and recorded in the run files:
+# vLLM + bf16 on CPUs with AVX-512/bf16 units, transformers + fp32 on AVX2-only CPUs.
+BACKEND=${DEMO_BACKEND:-auto}
 RECIPE=${RECIPE:-recipes/cpu-smollm2.yaml}
 start=$(date +%s)
 
@@ -38,12 +39,17 @@ $BIN/grpo-gsm8k eval "$OUT/train" --data "$DATA/eval.jsonl" --limit "$N" \
 step "compare: before vs after, paired on the same questions"
 $BIN/grpo-gsm8k compare "$OUT/eval-before" "$OUT/eval-after" --out "$OUT/compare"
 
+step "report: training curves, both evals, before/after and the reward-hacking watch"
+$BIN/grpo-gsm8k report "$OUT/eval-before" "$OUT/eval-after" "$OUT/train" "$OUT/compare" \
+  --out "$OUT/report"
+
 step "done"
 echo "files:"
 for f in "$DATA"/{train.jsonl,eval.jsonl,manifest.json} \
   "$OUT"/eval-before/{samples.jsonl,summary.json} \
   "$OUT"/train/{grpo_gsm8k_config.json,metrics.jsonl,completions.jsonl,model.safetensors} \
-  "$OUT"/eval-after/{samples.jsonl,summary.json} "$OUT"/compare/*; do
+  "$OUT"/eval-after/{samples.jsonl,summary.json} "$OUT"/compare/* "$OUT"/report/report.json; do
   [ -e "$f" ] && echo "  $f"
 done
 echo "wall time: $(($(date +%s) - start)) s"
+echo "report (opens offline in any browser): $OUT/report/report.html"

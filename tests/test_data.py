@@ -142,3 +142,13 @@ def test_grade_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "pred_flexible" not in capsys.readouterr().out
     assert main(["grade", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: file not found" in capsys.readouterr().err
+
+
+def test_load_prepared_canonicalises_or_rejects_gold(tmp_path: Path) -> None:
+    row = {"id": "a", "question": "q?", "answer": "so\n#### 1,080"}
+    golds = ["1,080", "$1,080.00", 1080, "1080"]
+    f = write(tmp_path / "p.jsonl", "".join(json.dumps(row | {"gold": g}) + "\n" for g in golds))
+    assert [e.gold for e in load_prepared(f)] == ["1080"] * 4
+    bad = write(tmp_path / "b.jsonl", json.dumps(row | {"gold": "many"}) + "\n")
+    with pytest.raises(DataError, match=r"b\.jsonl:1: field 'gold' is not a number"):
+        load_prepared(bad)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from grpo_gsm8k.rewards import RewardSettings, completion_text, make_reward_funcs
+from grpo_gsm8k.rewards import (
+    DEFAULT_REWARDS,
+    RewardSettings,
+    completion_text,
+    make_reward_funcs,
+)
 
 COMPLETIONS = [
     "3 + 4 = 7 apples in total, so\n#### 7",
@@ -36,3 +41,73 @@ def test_unknown_names() -> None:
         make_reward_funcs(["accuracy", "brevity"])
     with pytest.raises(ValueError, match="unknown reward setting"):
         RewardSettings.from_dict({"corect": 1})
+
+
+def test_plain_string_lists_and_published_format() -> None:
+    assert completion_text(["#### ", "7"]) == "#### 7"
+    (fmt,) = make_reward_funcs(["format"])
+    assert fmt(["p"], [["work\n", "#### 7"]], gold=["7"]) == [0.2]
+    (published,) = make_reward_funcs(["format_published"])
+    throwaway = "#### 0\n16 - 3 - 4 = 9 eggs, 9 * 2 = \\boxed{18}"
+    assert published(["p"] * 3, [throwaway, "#### Step 2: add", "#### 7"]) == [0.2, -0.2, 0.2]
+    assert fmt(["p"], [throwaway]) == [-0.2]
+
+
+# ------------------------------------------------------------- adversarial completions (issue 9)
+
+WORK = "Janet has 16 - 3 - 4 = 9 eggs left and sells them at $2 each, so she makes 9 * 2 = 18."
+HONEST = f"{WORK}\n#### 18"
+ADVERSARIAL = [
+    ("two answer lines, the last right", f"{WORK}\n#### 9\n#### 18"),
+    ("two answer lines, the last wrong", f"{WORK}\n#### 18\n#### 19"),
+    ("answer line repeated", f"{WORK}\n#### 18\n#### 18\n#### 18"),
+    ("throwaway #### 0, boxed answer", f"#### 0\n{WORK[:-4]} \\boxed{{18}}."),
+    ("throwaway #### 0 before the answer line", f"#### 0\n{HONEST}"),
+    ("throwaway #### 0 inside a line", f"So far #### 0. {HONEST}"),
+    ("text after the answer line", f"{HONEST}\nI hope this helps! Let me know."),
+    ("writing on to the token limit", f"{HONEST}\n" + "The answer is 18. " * 30),
+    ("a later marker after the answer line", f"{HONEST}\nWait, the answer is 18."),
+    ("heading read as the answer", "#### Step 18: eggs\nJanet has 9 eggs, 9 * 2 = 18 dollars."),
+    ("heading, no answer line", f"#### Step 1: eggs left\n{WORK}"),
+    ("hedge on the answer line", f"{WORK}\n#### 18 or 19"),
+    ("two numbers on the answer line", f"{WORK}\n#### 18 19"),
+    ("hedge in words, no answer line", f"{WORK} The answer is 18 or 19."),
+    ("answer line with another marker on it", f"{WORK}\n#### 18 (the answer is 19)"),
+    ("answer line with a unit", f"{WORK}\n#### 18 dollars"),
+    ("answer line inside a sentence", f"{WORK} So the result: #### 18"),
+    ("boxed answer only", f"{WORK[:-4]} \\boxed{{18}}."),
+    ("answer only: too short", "#### 18"),
+    ("spaces padding the answer line", "####" + " " * 40 + "18"),
+    ("blank lines padding the answer", "\n" * 40 + "#### 18" + "\n" * 40),
+    ("padding lines after the answer", "#### 18" + "\n." * 30),
+    ("padding dots on the answer line", "#### 18" + " ." * 20),
+    ("padding with the answer repeated", "#### 18\n" * 6),
+    ("empty", ""),
+    ("no number", "I am not sure how to solve this problem, sorry."),
+]
+
+
+def total_rewards(completions: list[str], gold: str) -> list[float]:
+    funcs = make_reward_funcs(list(DEFAULT_REWARDS))
+    per_func = [
+        f(["p"] * len(completions), completions, gold=[gold] * len(completions)) for f in funcs
+    ]
+    return [round(sum(values), 6) for values in zip(*per_func, strict=True)]
+
+
+@pytest.mark.parametrize(("name", "completion"), ADVERSARIAL, ids=[n for n, _ in ADVERSARIAL])
+def test_honest_completion_gets_strictly_the_most(name: str, completion: str) -> None:
+    honest, adversarial = total_rewards([HONEST, completion], "18")
+    assert honest == 1.2
+    assert adversarial < honest, name
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["#### 18", "#### 18.", "#### $18.00", "**#### 18**", "####18", "#### 18  \n\n", "#### １８"],
+)
+def test_honest_spellings_of_the_answer_line_get_the_full_reward(answer: str) -> None:
+    assert total_rewards([f"{WORK}\n{answer}"], "18") == [1.2]
+    (fmt,) = make_reward_funcs(["format"])
+    chat = [{"role": "assistant", "content": f"{WORK}\n{answer}"}]
+    assert fmt([[{"role": "user", "content": "q"}]], [chat], gold=["18"]) == [0.2]

@@ -14,6 +14,7 @@ from grpo_gsm8k.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_RECIPE = str(REPO / "recipes" / "cpu-smollm2.yaml")
+HF_PATH = ["--use_vllm", "false", "--bf16", "false"]  # see tiny()
 
 
 def tiny(prepared: Path, out: Path, *extra: str) -> list[str]:
@@ -42,6 +43,9 @@ def tiny(prepared: Path, out: Path, *extra: str) -> list[str]:
         "16",
         "--save_steps",
         "1",
+        # the transformers path on every machine: these runs test files, resume and launch;
+        # tests/test_vllm_sync.py tests the vLLM-CPU path the machine may pick
+        *HF_PATH,
         *extra,
     ]
 

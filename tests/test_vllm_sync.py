@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from grpo_gsm8k import train_defaults
+from grpo_gsm8k import hardware
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,9 +28,9 @@ def test_cpu_choice_follows_the_flags(
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(train_defaults, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(train_defaults, "vllm_available", lambda: vllm)
-    choice = train_defaults.training_hardware_choice()
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: tuple(flags))
+    monkeypatch.setattr(hardware, "vllm_import_error", lambda: None if vllm else "no vLLM")
+    choice = hardware.choose_training()
     assert choice.settings == expected
     assert choice.reason.startswith("CPU")
 
@@ -40,8 +40,8 @@ def test_recipe_and_command_line_win_over_the_choice(
 ) -> None:
     from grpo_gsm8k.recipe import parse_train_args
 
-    monkeypatch.setattr(train_defaults, "cpu_flags", lambda: ["avx2", "avx512_bf16"])
-    monkeypatch.setattr(train_defaults, "vllm_available", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: ("avx2", "avx512_bf16"))
+    monkeypatch.setattr(hardware, "vllm_import_error", lambda: None)
     data = [
         "--train_file",
         str(prepared / "train.jsonl"),

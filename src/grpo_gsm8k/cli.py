@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,6 +43,12 @@ def _eval(argv: list[str]) -> None:
     run_eval(*_parse([EvalConfig], argv, "eval"))
 
 
+def _merge(argv: list[str]) -> None:
+    from .merge import MergeConfig, merge_shards
+
+    merge_shards(*_parse([MergeConfig], argv, "merge"))
+
+
 def _compare(argv: list[str]) -> None:
     from .compare import CompareConfig, compare_runs
 
@@ -56,7 +63,8 @@ def _train(argv: list[str]) -> None:
     from .train import train
 
     out = train(*_parse(option_types(), argv, "train", defaults=train_defaults()))
-    print(f"wrote {out} (model, checkpoints, metrics.jsonl, grpo_gsm8k_config.json)")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate: the main process only
+        print(f"wrote {out} (model, checkpoints, metrics.jsonl, grpo_gsm8k_config.json)")
 
 
 def _export(argv: list[str]) -> None:
@@ -65,13 +73,29 @@ def _export(argv: list[str]) -> None:
     print(f"wrote {export(*_parse([ExportConfig], argv, 'export'))}")
 
 
+def _report(argv: list[str]) -> None:
+    from .report import ReportConfig, build_report
+
+    path = build_report(*_parse([ReportConfig], argv, "report"))
+    print(f"wrote {path} (figures *.png and report.json beside it)")
+
+
+def _chat(argv: list[str]) -> int:
+    from .chat import ChatConfig, run_chat
+
+    return run_chat(*_parse([ChatConfig], argv, "chat"))
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int | None], str]] = {
     "prepare": (_prepare, "write train/eval JSONL and a manifest from GSM8K"),
     "grade": (_grade, "re-score saved generations with the answer protocol"),
     "eval": (_eval, "evaluate a model on GSM8K (vLLM or HF), write samples.jsonl + summary.json"),
+    "merge": (_merge, "combine the shard folders of one eval (eval --shard I/N) into one run"),
     "compare": (_compare, "paired comparison of two eval runs (CIs, McNemar)"),
     "train": (_train, "train with Dr GRPO (TRL GRPOTrainer): --config recipes/X.yaml [--field v]"),
     "export": (_export, "merge a LoRA adapter into its base model, save a plain checkpoint"),
+    "report": (_report, "HTML report (curves, before/after, reward-hacking watch) of run folders"),
+    "chat": (_chat, "ask several models at once in the terminal; /gsm8k grades them"),
 }
 
 

@@ -64,10 +64,23 @@ def compare_runs(config: CompareConfig) -> dict[str, Any]:
     run_a, run_b, out = config.run_a, config.run_b, config.out
     if Path(run_a).resolve() == Path(run_b).resolve():
         print(f"warning: RUN_A and RUN_B are the same run ({run_a}); every difference will be 0")
-    a, b = load_run(run_a), load_run(run_b)
+    summary, changed = pair_runs(run_a, run_b)
     for run in (run_a, run_b):
         if not (Path(run) / "summary.json").is_file():
             print(f"warning: {run} has no summary.json (an unfinished eval?); comparing its rows")
+    name_a = Path(run_a).resolve().name
+    out_dir = Path(out) if out else Path(run_b) / f"compare-{name_a}"
+    summary = {**summary, "out": str(out_dir), **provenance()}
+    output_dir(out_dir)
+    write_jsonl(out_dir / "compare.jsonl", changed)
+    write_json(out_dir / "compare.json", summary)
+    print_comparison(summary)
+    return summary
+
+
+def pair_runs(run_a: str, run_b: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The numbers of compare.json and the rows of compare.jsonl, without writing anything."""
+    a, b = load_run(run_a), load_run(run_b)
     common = [i for i in a if i in b]
     if not common:
         raise DataError(f"{run_a} and {run_b} share no question ids")
@@ -96,8 +109,6 @@ def compare_runs(config: CompareConfig) -> dict[str, Any]:
                     "pred_flexible_b": b[i].get("pred_flexible", [None])[0],
                 }
             )
-    name_a = Path(run_a).resolve().name
-    out_dir = Path(out) if out else Path(run_b) / f"compare-{name_a}"
     summary = {
         "run_a": str(run_a),
         "run_b": str(run_b),
@@ -108,14 +119,8 @@ def compare_runs(config: CompareConfig) -> dict[str, Any]:
         "ci_method": "Wilson (rates); Newcombe 1998 method 10 (paired difference)",
         "test": "exact McNemar (two-sided binomial test on discordant pairs)",
         "metrics": results,
-        "out": str(out_dir),
-        **provenance(),
     }
-    output_dir(out_dir)
-    write_jsonl(out_dir / "compare.jsonl", changed)
-    write_json(out_dir / "compare.json", summary)
-    print_comparison(summary)
-    return summary
+    return summary, changed
 
 
 def print_comparison(summary: dict[str, Any]) -> None:

@@ -141,6 +141,10 @@ def load_prepared(path: str | os.PathLike[str]) -> list[Example]:
                 gold = parse_gold(answer)
             except ValueError:
                 raise DataError(f"{where}: field 'answer' has no final number") from None
+        try:  # "1,080" or "$18" would grade everything wrong: canonicalise ("1080", "18")
+            gold = parse_gold(str(gold))
+        except ValueError:
+            raise DataError(f"{where}: field 'gold' is not a number: {str(gold)[:40]!r}") from None
         example_id = str(row.get("id", f"row-{lineno}"))
         examples.append(Example(example_id, question, answer, str(gold)))
     if not examples:

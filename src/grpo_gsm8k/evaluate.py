@@ -20,6 +20,7 @@ from .data import DataError, load_prepared, require_str
 from .errors import UserError
 from .generation import SamplingSettings
 from .grading import MODES, extract, parse_gold, same_number, score_completions
+from .hardware import BACKENDS, DTYPES, choose
 from .prompts import PROMPT_STYLES, prompt_template, render_prompt, resolve_prompt_style
 from .runfiles import (
     append_jsonl,
@@ -57,9 +58,19 @@ class EvalConfig:
         default=None, metadata={"help": "output folder (default: runs/eval/<model>-<timestamp>)"}
     )
     limit: int | None = field(default=None, metadata={"help": "only the first N questions"})
+    shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "I/N: only every N-th question (of --limit), starting at I (0 <= I < N); "
+            "`grpo-gsm8k merge` combines the N shard folders into the run one process would write"
+        },
+    )
     backend: Literal["auto", "vllm", "hf"] = field(
         default="auto",
-        metadata={"help": "vllm, hf (transformers generate) or auto (vllm when installed)"},
+        metadata={
+            "help": "vllm, hf (transformers generate) or auto: decided from the hardware (vllm on "
+            "GPUs and AVX-512 CPUs when it imports, else hf; see grpo_gsm8k.hardware)"
+        },
     )
     prompt: Literal["chat", "raw", "auto"] = field(
         default="chat",
@@ -84,7 +95,13 @@ class EvalConfig:
     )
     seed: int = field(default=0, metadata={"help": "random seed of sampling"})
     batch_size: int = field(default=32, metadata={"help": "hf backend: prompts per generate call"})
-    dtype: str = field(default="auto", metadata={"help": "model dtype, e.g. bfloat16"})
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
+        default="auto",
+        metadata={
+            "help": "model dtype, or auto: decided from the hardware (on CPU bfloat16 for vllm "
+            "where the CPU has bf16 units, else float32; on GPU the checkpoint's)"
+        },
+    )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per engine"})
     data_parallel_size: int = field(default=1, metadata={"help": "vllm: engine replicas"})
     gpu_memory_utilization: float | None = field(
@@ -131,13 +148,26 @@ class EvalConfig:
                 raise EvalError(f"--{name.replace('_', '-')} must be at least 1")
         if self.prompt not in PROMPT_STYLES:
             raise EvalError(f"--prompt must be chat, raw or auto, got {self.prompt!r}")
-        if self.backend not in ("auto", "vllm", "hf"):
+        if self.backend not in BACKENDS:
             raise EvalError(f"--backend must be hf, vllm or auto, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise EvalError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        parse_shard(self.shard)
         return self.sampling()
 
 
 class EvalError(UserError):
     """Inconsistent eval settings or a run folder that cannot be resumed; one-line message."""
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; None stays None."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise EvalError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+    return int(index), int(count)
 
 
 def default_out_dir(model: str) -> Path:
@@ -173,6 +203,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["ci95"] = {m: list(wilson(acc[m] * n, n)) for m in MODES}
     out["format_rate"] = mean_rate("format_ok")
     out["format_ci95"] = list(wilson(out["format_rate"] * n, n))
+    if all("answer_line_ok" in r for r in rows):  # runs from before this field have none
+        out["answer_line_rate"] = mean_rate("answer_line_ok")
+        out["answer_line_ci95"] = list(wilson(out["answer_line_rate"] * n, n))
     tokens = [t for r in rows for t in r["tokens"]]
     truncated = [t for r in rows for t in r["truncated"]]
     out["completions"] = len(tokens)
@@ -216,6 +249,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     for m in MODES:
         table.add_row(f"accuracy ({m})", pct(summary["accuracy"][m]), ci(summary["ci95"][m]))
     table.add_row("format (#### N)", pct(summary["format_rate"]), ci(summary["format_ci95"]))
+    if "answer_line_rate" in summary:
+        table.add_row(
+            "ends with its one #### N line",
+            pct(summary["answer_line_rate"]),
+            ci(summary["answer_line_ci95"]),
+        )
     for name, values in summary.get("pass@k", {}).items():
         table.add_row(
             f"{name} (strict / flexible)",
@@ -244,12 +283,18 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     output folder and return the summary. Resumes an interrupted run in the same folder."""
     from transformers import AutoTokenizer
 
-    from .generation import load_backend, vllm_available
+    from .generation import load_backend
     from .models import resolve_model
 
     started = time.perf_counter()
     sampling = config.check()
+    shard = parse_shard(config.shard)
+    shard_text = f"{shard[0]}/{shard[1]}" if shard else None
     examples = load_prepared(config.data)[: config.limit]
+    if shard is not None:  # every N-th question: deterministic, and balanced across shards
+        examples = examples[shard[0] :: shard[1]]
+        if not examples:
+            raise EvalError(f"--shard {config.shard}: no questions (fewer than {shard[1]})")
     data = fingerprint(config.data)
     resolved = resolve_model(config.model, config.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(
@@ -257,9 +302,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     )
     style = resolve_prompt_style(config.prompt, tokenizer)
     template = prompt_template(style, tokenizer)
-    backend_name = config.backend
-    if backend_name == "auto":
-        backend_name = "vllm" if vllm_available() else "hf"
+    hardware = choose(config.backend, config.dtype)  # explicit settings win
+    backend_name = hardware.backend
+    print(f"hardware: {hardware.log_line()}", flush=True)
     chunk_size = config.chunk_size or (64 if backend_name == "hf" else 256)
     out = Path(config.out) if config.out else default_out_dir(config.model)
 
@@ -270,6 +315,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         "prompt_style": style,
         "prompt_template": template,
         "decoding": asdict(sampling),
+        "shard": shard_text,
     }
     fresh = not out.exists()
     output_dir(out)
@@ -306,7 +352,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     if todo:
         t0 = time.perf_counter()
         options: dict[str, Any] = {
-            "dtype": config.dtype,
+            "dtype": hardware.dtype,
             "trust_remote_code": config.trust_remote_code,
         }
         if backend_name == "hf":
@@ -375,6 +421,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         "model_path": resolved.path,
         "model_source": resolved.source,
         "backend": backend_name,
+        "hardware": hardware.to_dict(),
         "out": str(out),
         **summarize(scored),
         "resumed_rows": len(scored) - len(todo),
@@ -383,7 +430,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         "decoding": {**asdict(sampling), "greedy": sampling.temperature == 0},
         "prompt_style": style,
         "backend_settings": {
-            "dtype": config.dtype,
+            "dtype": hardware.dtype,
             "batch_size": config.batch_size if backend_name == "hf" else None,
             "tensor_parallel_size": config.tensor_parallel_size,
             "data_parallel_size": config.data_parallel_size,
@@ -392,7 +439,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             "trust_remote_code": config.trust_remote_code,
         },
         "identity": identity,
-        **provenance(data={**data, "limit": config.limit}, prompt_template=template),
+        **provenance(
+            data={**data, "limit": config.limit, "shard": shard_text}, prompt_template=template
+        ),
     }
     write_json(summary_path, summary)
     print_summary(summary)

@@ -17,7 +17,7 @@ from typing import Any
 
 from .options import OptionsError, parse_options
 from .prompts import PROMPT_STYLES
-from .rewards import REWARD_NAMES, RewardSettings
+from .rewards import DEFAULT_REWARDS, REWARD_NAMES, RewardSettings
 
 # What differs from GRPOConfig's own defaults when a recipe does not say otherwise.
 DR_GRPO_DEFAULTS: dict[str, Any] = {
@@ -31,11 +31,11 @@ DR_GRPO_DEFAULTS: dict[str, Any] = {
 
 
 def train_defaults() -> dict[str, Any]:
-    """Dr GRPO's defaults and this machine's precision/generation choice (see train_defaults.py);
-    a recipe and the command line override both."""
-    from .train_defaults import training_hardware_choice
+    """Dr GRPO's defaults and this machine's precision/generation choice
+    (:func:`grpo_gsm8k.hardware.choose_training`); a recipe and the command line override both."""
+    from .hardware import choose_training
 
-    return {**DR_GRPO_DEFAULTS, **training_hardware_choice().settings}
+    return {**DR_GRPO_DEFAULTS, **choose_training().settings}
 
 
 class RecipeError(OptionsError):
@@ -66,7 +66,7 @@ class GSM8KArguments:
         },
     )
     rewards: list[str] = field(
-        default_factory=lambda: list(REWARD_NAMES),
+        default_factory=lambda: list(DEFAULT_REWARDS),
         metadata={"help": f"reward functions, any of {', '.join(REWARD_NAMES)}"},
     )
     reward_settings: dict | str | None = field(
@@ -90,6 +90,13 @@ class GSM8KArguments:
     resume: bool = field(
         default=False, metadata={"help": "continue from the latest checkpoint in output_dir"}
     )
+    prompts_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "expected prompts per optimizer step: per_device_train_batch_size x processes "
+            "x gradient_accumulation_steps must equal it x num_generations (None: not checked)"
+        },
+    )
     use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
@@ -99,6 +106,9 @@ class GSM8KArguments:
     )
 
     def __post_init__(self) -> None:
+        from .distributed import check_environment
+
+        check_environment()  # before GRPOConfig (parsed next) builds a DeepSpeed plugin
         if isinstance(self.reward_settings, str):
             try:
                 self.reward_settings = json.loads(self.reward_settings)
@@ -128,6 +138,9 @@ def check(script: GSM8KArguments, config: Any) -> None:
     """Settings that would otherwise fail only after the model has loaded."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    from .distributed import check_launch
+
+    check_launch(config, script.prompts_per_step)
     if not Path(script.train_file).is_file():
         raise RecipeError(f"train_file {script.train_file}: file not found")
     if script.prompt_style not in PROMPT_STYLES:

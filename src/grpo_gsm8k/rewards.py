@@ -7,10 +7,18 @@ the grader in :mod:`grpo_gsm8k.grading`; there is no second parser.
 accuracy
     ``correct`` (+1) when the answer equals the row's ``gold``, else ``wrong`` (-1).
 format
-    ``format_ok`` (+0.2) when the completion has a ``#### <number>`` answer line, else
-    ``format_bad`` (-0.2).
+    ``format_ok`` (+0.2) only for the answer format the prompt asks for: exactly one ``#### N``
+    answer line, the last non-blank line of the completion, nothing else on it, and ``N`` is the
+    number the accuracy reward graded (:func:`grpo_gsm8k.grading.answer_line`); else
+    ``format_bad`` (-0.2). A throwaway ``#### 0``, repeated or hedged answer lines, and text after
+    the answer line all earn ``format_bad``.
+format_published
+    The published format reward: ``format_ok`` when the completion has any ``#### <number>``
+    (the strict rule: ``####`` directly followed by a number), wherever and whatever the number.
+    A policy can game it (a throwaway ``#### 0`` beside a ``\\boxed{}`` answer earns it).
 length
-    ``short_penalty`` (-0.5) when the completion is shorter than ``min_chars`` (30), else 0.
+    ``short_penalty`` (-0.5) when the completion, with runs of whitespace counted as one space, is
+    shorter than ``min_chars`` (30), else 0.
 
 Weights between them are TRL's ``reward_weights``.
 """
@@ -21,10 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .grading import Mode, extract_strict, grade
+from .grading import Mode, answer_line, extract, extract_strict, grade, same_number
 
 RewardFunc = Callable[..., list[float]]
-REWARD_NAMES = ("accuracy", "format", "length")
+REWARD_NAMES = ("accuracy", "format", "format_published", "length")  # every reward
+DEFAULT_REWARDS = ("accuracy", "format", "length")
 
 
 @dataclass
@@ -51,12 +60,14 @@ class RewardSettings:
 
 
 def completion_text(completion: Any) -> str:
-    """The text of a TRL completion: a string, or a list of chat messages."""
+    """The text of a TRL completion: a string, or a list of chat messages and/or strings."""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list):
         return "".join(
-            str(m.get("content") or "") for m in completion if m.get("role", "assistant") != "user"
+            m if isinstance(m, str) else str(m.get("content") or "")
+            for m in completion
+            if isinstance(m, str) or m.get("role", "assistant") != "user"
         )
     raise TypeError(f"unsupported completion type {type(completion).__name__}")
 
@@ -74,6 +85,15 @@ def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) 
         ]
 
     def format(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        out = []
+        for c in completions:
+            text = completion_text(c)
+            line = answer_line(text)
+            ok = line is not None and same_number(extract(text, s.mode), line)
+            out.append(s.format_ok if ok else s.format_bad)
+        return out
+
+    def format_published(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
         return [
             s.format_ok if extract_strict(completion_text(c)) is not None else s.format_bad
             for c in completions
@@ -81,11 +101,16 @@ def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) 
 
     def length(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
         return [
-            s.short_penalty if len(completion_text(c).strip()) < s.min_chars else 0.0
+            s.short_penalty if len(" ".join(completion_text(c).split())) < s.min_chars else 0.0
             for c in completions
         ]
 
-    table: dict[str, RewardFunc] = {"accuracy": accuracy, "format": format, "length": length}
+    table: dict[str, RewardFunc] = {
+        "accuracy": accuracy,
+        "format": format,
+        "format_published": format_published,
+        "length": length,
+    }
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(table)}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import UserError
+from .hardware import cpu_flags
 
 PathLike = str | os.PathLike[str]
 _command: list[str] | None = None  # the command line being run, set once by the CLI
@@ -214,17 +215,6 @@ def package_versions() -> dict[str, str | None]:
     return found
 
 
-def cpu_flags() -> list[str]:
-    """The CPU features that decide speed here (what ``grep -o -w -E
-    'avx2|avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u`` prints)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    words = set(text.split())
-    return sorted(w for w in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if w in words)
-
-
 def set_command(argv: list[str]) -> None:
     """Record the command line that every results file of this process will carry."""
     global _command
@@ -251,7 +241,7 @@ def provenance(
     out["machine"] = {
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": list(cpu_flags()),
     }
     out["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return out

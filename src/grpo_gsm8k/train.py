@@ -27,9 +27,11 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from .data import load_prepared
+from .distributed import launch_record
 from .generation import SamplingSettings
 from .generation.hf import generate
 from .grading import score
+from .hardware import choose_training
 from .models import resolve_model
 from .prompts import (
     PromptStyle,
@@ -52,7 +54,6 @@ from .runfiles import (
     write_json,
     write_jsonl,
 )
-from .train_defaults import training_hardware_choice
 
 CONFIG_FILE = "grpo_gsm8k_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -63,6 +64,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
     """Train with the settings of a recipe + overrides; return the output dir."""
     check(script, config)  # every check that needs no model happens here
     out = Path(str(config.output_dir))
+    main_process = config.process_index == 0  # the only rank that writes files (see launch/)
     resolved = resolve_model(script.model, config.trust_remote_code)
 
     from datasets import Dataset
@@ -90,7 +92,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
 
     output_dir(out)
     checkpoint = None
-    if not script.resume:  # logs of an earlier run that died before its first checkpoint
+    if not script.resume and main_process:  # logs of a run that died before its first checkpoint
         for name in (METRICS_FILE, COMPLETIONS_FILE):
             if (out / name).is_file():
                 print(f"note: {out / name} is from a run with no checkpoint; starting it afresh")
@@ -101,15 +103,18 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
         checkpoint = get_last_checkpoint(str(out))
         step = read_json(Path(checkpoint) / "trainer_state.json")["global_step"]
         for name in (METRICS_FILE, COMPLETIONS_FILE):  # drop what was logged after the checkpoint
-            _truncate_jsonl(out / name, step)
-    hardware = training_hardware_choice()
+            if main_process:
+                _truncate_jsonl(out / name, step)
+    hardware = choose_training()
     used = {k: getattr(config, k) for k in ("bf16", "use_vllm", "vllm_mode")}
-    print(f"hardware: {hardware.reason}; training with {_describe(used)}")
+    if main_process:
+        print(f"hardware: {hardware.reason}; training with {_describe(used)}")
     record = {
         **resolved_settings(script, config),
         "hardware": {"chosen": hardware.settings, "reason": hardware.reason, "used": used},
         "model": {"name": resolved.name, "path": resolved.path, "source": resolved.source},
         "resumed_from": checkpoint,
+        "launch": launch_record(config),
         **provenance(
             data={
                 "train": fingerprint(script.train_file),
@@ -118,11 +123,15 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
             prompt_template=prompt_template(style, tokenizer),
         ),
     }
-    write_json(out / CONFIG_FILE, record)
+    if main_process:
+        write_json(out / CONFIG_FILE, record)
 
     rewards = make_reward_funcs(script.rewards, make_reward_settings(script))
     completions_log = CompletionLog(
-        out / COMPLETIONS_FILE, script.completions_per_step, config.process_index == 0
+        out / COMPLETIONS_FILE,
+        script.completions_per_step,
+        config.process_index,
+        config.world_size,
     )
     trainer = GSM8KGRPOTrainer(
         model=resolved.path,
@@ -133,6 +142,13 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
         peft_config=lora_config(script),
         callbacks=[MetricsFile(out / METRICS_FILE)],
     )
+    if main_process:  # what accelerate made of the launch (FSDP/DeepSpeed show only here)
+        record["launch"]["accelerator"] = {
+            "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
+            "mixed_precision": trainer.accelerator.mixed_precision,
+            "num_processes": trainer.accelerator.num_processes,
+        }
+        write_json(out / CONFIG_FILE, record)
     if eval_rows:
         prompts = [render_prompt(e.question, tokenizer, style) for e in eval_rows]
         max_new = int(script.eval_max_new_tokens or config.max_completion_length or 256)
@@ -292,12 +308,18 @@ class HeldOutEval(TrainerCallback):
 
 class CompletionLog:
     """Wraps the reward functions: the last one of each call appends a few completions with
-    every reward's value (and which keyword arguments TRL passed) to ``completions.jsonl``."""
+    every reward's value (and which keyword arguments TRL passed) to ``completions.jsonl``.
 
-    def __init__(self, path: Path, per_step: int, enabled: bool) -> None:
+    Under several processes every rank scores its own completions: each contributes its first
+    ``ceil(per_step / world_size)`` rows (tagged with ``rank``), gathered to the main process,
+    which alone writes the first ``per_step`` of them."""
+
+    def __init__(self, path: Path, per_step: int, rank: int = 0, world_size: int = 1) -> None:
         self.path = path
         self.per_step = per_step
-        self.enabled = enabled and per_step > 0
+        self.rank = rank
+        self.world_size = world_size
+        self.enabled = per_step > 0  # the same on every rank: gathering is collective
         self.values: dict[str, list[float]] = {}
 
     def wrap(self, funcs: list[RewardFunc]) -> list[RewardFunc]:
@@ -320,10 +342,12 @@ class CompletionLog:
         ids = kwargs.get("completion_ids")
         golds = kwargs.get("gold")
         rows = []
-        for i in range(min(self.per_step, len(completions))):
+        per_rank = -(-self.per_step // self.world_size)
+        for i in range(min(per_rank, len(completions))):
             rows.append(
                 {
                     "step": step,
+                    "rank": self.rank,
                     "gold": golds[i] if golds else None,
                     "completion": completion_text(completions[i]),
                     "tokens": len(ids[i]) if ids else None,
@@ -331,4 +355,9 @@ class CompletionLog:
                     "reward_kwargs": sorted(kwargs),
                 }
             )
-        append_jsonl(self.path, rows)
+        if self.world_size > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)[: self.per_step]
+        if self.rank == 0:
+            append_jsonl(self.path, rows)

