@@ -278,14 +278,16 @@ def learning(args: argparse.Namespace, extra: list[str], env: dict[str, str]) ->
     common += ["--save_steps", str(args.learning_steps + 1), "--completions_per_step", "0"]
     for name, seed in todo[: args.max_runs]:
         run = run_child(name, [*common, "--seed", str(seed)], env, hf_eval=True)
-        steps = [m for m in run["metrics"] if "rewards/format/mean" in m]
+        steps = [m for m in run["metrics"] if "reward" in m]
+        key = next(k for k in steps[0] if k.startswith("rewards/format") and k.endswith("/mean"))
         final = [m for m in run["metrics"] if "eval/format_rate" in m][-1]
         record = {
             "config": name,
             "setup": describe(run),
             "seed": seed,
             "steps": len(steps),
-            "format_reward": [m["rewards/format/mean"] for m in steps],
+            "format_reward_name": key.split("/")[1],
+            "format_reward": [m[key] for m in steps],
             "reward": [m["reward"] for m in steps],
             "heldout_format_rate": final["eval/format_rate"],
             "heldout_n": final["eval/n"],
