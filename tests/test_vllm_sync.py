@@ -156,6 +156,6 @@ def test_vllm_follows_the_trainer_after_an_optimizer_step(prepared: Path, tmp_pa
     after = logprobs_vllm(engine.llm, fixed)[start:]
     moved = (snapshots[1] - before_hf).abs().mean()
     assert moved > 0.02, f"step 1 barely changed the model ({moved:.4f})"
-    assert (after - snapshots[1]).abs().max() < 2e-3  # vLLM has the end-of-step-1 weights
+    assert (after - snapshots[1]).abs().max() < 1e-3  # vLLM has the end-of-step-1 weights
     assert (after - before).abs().mean() > 10 * (after - snapshots[1]).abs().mean()
     assert (after - snapshots[2]).abs().mean() > 0.01  # and not the live trainer's tensors
