@@ -41,9 +41,20 @@ from . import Completion, SamplingSettings
 CPU_MEMORY_UTILIZATION = 0.25
 GPU_MEMORY_UTILIZATION = 0.9
 # On CPU vLLM runs its engine in a child process whose model threads are pinned to every core but
-# one (kept for the scheduler): half of a 2-core machine. In this process the model uses every
-# core: ~2x the tokens/s, and a faster start (BENCHMARKS.md). A value the user set is kept.
+# one (kept for its busy-polling scheduler): half of a 2-core machine. With few cores the engine
+# runs in this process instead, and the model uses every core: ~2x the tokens/s on 2 cores, and a
+# faster start (BENCHMARKS.md; measured on 2 cores only). A value the user set is kept.
 CPU_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+IN_PROCESS_MAX_CPUS = 4
+
+
+def cpu_engine_env(tensor_parallel_size: int = 1, data_parallel_size: int = 1) -> dict[str, str]:
+    """The environment vLLM's engine starts with here (see CPU_ENGINE_ENV); empty on GPU."""
+    if on_gpu() or tensor_parallel_size != 1 or data_parallel_size != 1:
+        return {}
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all CPUs
+    cpus = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    return CPU_ENGINE_ENV if cpus <= IN_PROCESS_MAX_CPUS else {}
 
 
 class VLLMError(UserError):
@@ -227,8 +238,7 @@ class VLLMBackend:
         os.close(fd)
         self.log = Path(name)
         print(f"starting vLLM (its log: {self.log})", flush=True)
-        single = tensor_parallel_size == 1 and data_parallel_size == 1
-        env = CPU_ENGINE_ENV if single and not gpu else {}
+        env = cpu_engine_env(tensor_parallel_size, data_parallel_size)
         try:
             with _output_to(self.log), _env_defaults(env):
                 if data_parallel_size == 1:
