@@ -290,6 +290,7 @@ def learning(args: argparse.Namespace, extra: list[str], env: dict[str, str]) ->
             "format_reward": [m[key] for m in steps],
             "reward": [m["reward"] for m in steps],
             "heldout_format_rate": final["eval/format_rate"],
+            "heldout_truncated_rate": final.get("eval/truncated_rate"),
             "heldout_n": final["eval/n"],
             "step_s": statistics.mean(s["step"] for s in run["steps"][1:] or run["steps"]),
         }
@@ -299,11 +300,13 @@ def learning(args: argparse.Namespace, extra: list[str], env: dict[str, str]) ->
         print(f"done {name} seed {seed}", flush=True)
     print(cpu_line())
     header = f"{'config':12} {'seed':>5} {'mean format reward':>19} {'held-out format':>16}"
-    print(f"{header} {'step s':>7}")
+    print(f"{header} {'truncated':>10} {'step s':>7}")
     for r in sorted(done, key=lambda r: (r["config"], r["seed"])):
+        truncated = r.get("heldout_truncated_rate")
         print(
             f"{r['config']:12} {r['seed']:>5} {statistics.mean(r['format_reward']):>19.3f} "
-            f"{r['heldout_format_rate']:>16.3f} {r['step_s']:>7.1f}"
+            f"{r['heldout_format_rate']:>16.3f} "
+            f"{'' if truncated is None else f'{truncated:.3f}':>10} {r['step_s']:>7.1f}"
         )
     for name in CONFIGS:
         rows = [r for r in done if r["config"] == name]

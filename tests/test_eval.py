@@ -234,6 +234,25 @@ def test_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "broken"
     }
     assert all(r["completion_a"] and r["completion_b"] for r in changed)
+    assert "stopped" not in result["metrics"]  # these runs record no truncation
+
+
+def test_compare_reports_stopping_and_the_answer_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folders = []
+    for name, truncated in (("A", [True, True, False]), ("B", [False, False, False])):
+        folder = _fake_run(tmp_path / name, [(f"q{i}", True, True) for i in range(3)])
+        rows = read_rows(folder / "samples.jsonl")
+        for row, t in zip(rows, truncated, strict=True):
+            row["truncated"], row["answer_line_ok"] = [t], [not t]
+        (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        folders.append(folder)
+    code, stdout, _ = run_cli(["compare", *map(str, folders)], capsys)
+    assert code == 0 and "stopped" in stdout
+    metrics = json.loads((folders[1] / "compare-A" / "compare.json").read_text())["metrics"]
+    assert (metrics["stopped"]["rate_a"], metrics["stopped"]["rate_b"]) == (pytest.approx(1 / 3), 1)
+    assert (metrics["answer_line"]["fixed"], metrics["answer_line"]["broken"]) == (2, 0)
 
 
 def test_compare_without_common_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

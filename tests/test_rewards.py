@@ -87,19 +87,39 @@ ADVERSARIAL = [
 ]
 
 
-def total_rewards(completions: list[str], gold: str) -> list[float]:
-    funcs = make_reward_funcs(list(DEFAULT_REWARDS))
+def total_rewards(
+    completions: list[str], gold: str, settings: RewardSettings | None = None
+) -> list[float]:
+    funcs = make_reward_funcs(list(DEFAULT_REWARDS), settings)
     per_func = [
         f(["p"] * len(completions), completions, gold=[gold] * len(completions)) for f in funcs
     ]
     return [round(sum(values), 6) for values in zip(*per_func, strict=True)]
 
 
+@pytest.mark.parametrize("partial", [-0.2, 0.0])  # the default, and the CPU recipe's ladder
 @pytest.mark.parametrize(("name", "completion"), ADVERSARIAL, ids=[n for n, _ in ADVERSARIAL])
-def test_honest_completion_gets_strictly_the_most(name: str, completion: str) -> None:
-    honest, adversarial = total_rewards([HONEST, completion], "18")
+def test_honest_completion_gets_strictly_the_most(
+    name: str, completion: str, partial: float
+) -> None:
+    settings = RewardSettings(format_partial=partial)
+    honest, adversarial = total_rewards([HONEST, completion], "18", settings)
     assert honest == 1.2
     assert adversarial < honest, name
+
+
+def test_format_partial_is_a_ladder() -> None:
+    """format_partial pays one answer line of the graded number that text follows; repeated
+    answer lines and a throwaway line stay at format_bad."""
+    (fmt,) = make_reward_funcs(["format"], RewardSettings(format_partial=0.0))
+    completions = [
+        WORK,  # no answer line
+        f"{WORK}\n#### 18\n#### 18",  # repeated
+        f"#### 0\n{WORK}\n\\boxed{{18}}",  # a throwaway line: not the graded number
+        f"{WORK}\n#### 18\nThe answer is: 18",  # one answer line, then text
+        f"{WORK}\n#### 18",  # the format asked for
+    ]
+    assert fmt(["p"] * 5, completions, gold=["18"] * 5) == [-0.2, -0.2, -0.2, 0.0, 0.2]
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,13 @@
 """``grpo-gsm8k compare RUN_A RUN_B``: paired comparison of two eval runs on their common questions.
 
 Questions are joined on ``id``; each run's first completion is used. For accuracy (strict,
-flexible) and format compliance: both rates with Wilson 95% CIs, the difference B - A with
-Newcombe's paired 95% CI (1998, method 10: Wilson margins + correlation correction), the exact
-McNemar p-value (two-sided binomial test of the discordant pairs, scipy ``binomtest``) and the
-counts fixed (A wrong, B right) / broken (A right, B wrong).
+flexible), format compliance (a ``#### N`` line) and, where both runs record them, the honest
+answer line (exactly one ``#### N`` line, the last one: what the ``format`` reward pays for) and
+stopping (the completion ended before the token limit, i.e. 100% minus the truncation rate): both
+rates with Wilson 95% CIs, the difference B - A with Newcombe's paired 95% CI (1998, method 10:
+Wilson margins + correlation correction), the exact McNemar p-value (two-sided binomial test of
+the discordant pairs, scipy ``binomtest``) and the counts fixed (A wrong, B right) / broken (A
+right, B wrong).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ METRICS = {
     "accuracy_strict": "correct_strict",
     "accuracy_flexible": "correct_flexible",
     "format": "format_ok",
+}
+OPTIONAL_METRICS = {  # in samples.jsonl since issue 9; compared when both runs have them
+    "answer_line": "answer_line_ok",
+    "stopped": "stopped",  # not truncated: derived in load_run
 }
 
 
@@ -52,6 +59,8 @@ def load_run(run: str) -> dict[str, dict[str, Any]]:
             value = row.get(field)
             if not isinstance(value, list) or not value:
                 raise DataError(f"{where}: field '{field}' must be a non-empty list")
+        if isinstance(row.get("truncated"), list):
+            row["stopped"] = [not t for t in row["truncated"]]
         rows[str(row["id"])] = row
     if not rows:
         raise DataError(f"{path}: no rows")
@@ -85,7 +94,14 @@ def pair_runs(run_a: str, run_b: str) -> tuple[dict[str, Any], list[dict[str, An
     if not common:
         raise DataError(f"{run_a} and {run_b} share no question ids")
     results = {}
-    for name, field in METRICS.items():
+    optional = {
+        name: field
+        for name, field in OPTIONAL_METRICS.items()
+        if all(
+            isinstance(run[i].get(field), list) and run[i][field] for run in (a, b) for i in common
+        )
+    }
+    for name, field in {**METRICS, **optional}.items():
         results[name] = paired(
             [bool(a[i][field][0]) for i in common], [bool(b[i][field][0]) for i in common]
         ).to_dict()

@@ -268,6 +268,11 @@ def extract_flexible(completion: str) -> str | None:
     return _to_canonical(last) if last else None
 
 
+def answer_numbers(completion: str) -> list[str]:
+    """The numbers of every ``#### N`` answer marker in the completion (canonical), in order."""
+    return [_to_canonical(m) for m in _ANSWER.finditer(_normalize(completion))]
+
+
 def answer_line(completion: str) -> str | None:
     """The number of the completion's ``#### N`` answer line when it is well formed: exactly one
     answer line (``####`` directly followed by a number) in the whole completion, it is the last

@@ -812,6 +812,8 @@ def paired_figure(pair: dict[str, Any]) -> Any:
         "accuracy_strict": "accuracy strict",
         "accuracy_flexible": "accuracy flexible",
         "format": "format (#### N)",
+        "answer_line": "one final #### N line",
+        "stopped": "stopped (not truncated)",
     }
     keys = [k for k in names if k in s["metrics"]]
     fig, ax = _new_axes(
@@ -1211,6 +1213,8 @@ def paired_section(report: Report, found: list[dict[str, Any]]) -> None:
         "accuracy_strict": "accuracy, strict",
         "accuracy_flexible": "accuracy, flexible",
         "format": "format (#### N line)",
+        "answer_line": "one final #### N line (what the format reward pays)",
+        "stopped": "stopped before the token limit",
     }
     parts = []
     numbers = []

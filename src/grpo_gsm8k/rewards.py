@@ -11,7 +11,11 @@ format
     answer line, the last non-blank line of the completion, nothing else on it, and ``N`` is the
     number the accuracy reward graded (:func:`grpo_gsm8k.grading.answer_line`); else
     ``format_bad`` (-0.2). A throwaway ``#### 0``, repeated or hedged answer lines, and text after
-    the answer line all earn ``format_bad``.
+    the answer line all earn ``format_bad``; except that ``format_partial`` (by default also -0.2)
+    goes to a completion with exactly one answer line, of the graded number, that text follows
+    (``#### 18\nThe answer is: 18``). Set between the two (the CPU recipe: 0.0) it is a ladder
+    for a model that rarely writes the whole format yet: one answer line beats none, and only
+    stopping on it earns ``format_ok``; repeated answer lines stay at ``format_bad``.
 format_published
     The published format reward: ``format_ok`` when the completion has any ``#### <number>``
     (the strict rule: ``####`` directly followed by a number), wherever and whatever the number.
@@ -29,7 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .grading import Mode, answer_line, extract, extract_strict, grade, same_number
+from .grading import (
+    Mode,
+    answer_line,
+    answer_numbers,
+    extract,
+    extract_strict,
+    grade,
+    same_number,
+)
 
 RewardFunc = Callable[..., list[float]]
 REWARD_NAMES = ("accuracy", "format", "format_published", "length")  # every reward
@@ -45,6 +57,7 @@ class RewardSettings:
     wrong: float = -1.0
     format_ok: float = 0.2
     format_bad: float = -0.2
+    format_partial: float = -0.2  # one answer line of the graded number, not the last line
     short_penalty: float = -0.5
     min_chars: int = 30
 
@@ -89,8 +102,13 @@ def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) 
         for c in completions:
             text = completion_text(c)
             line = answer_line(text)
-            ok = line is not None and same_number(extract(text, s.mode), line)
-            out.append(s.format_ok if ok else s.format_bad)
+            graded = extract(text, s.mode)
+            if line is not None and same_number(graded, line):
+                out.append(s.format_ok)
+            elif len(numbers := answer_numbers(text)) == 1 and same_number(graded, numbers[0]):
+                out.append(s.format_partial)
+            else:
+                out.append(s.format_bad)
         return out
 
     def format_published(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
