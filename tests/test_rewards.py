@@ -109,17 +109,18 @@ def test_honest_completion_gets_strictly_the_most(
 
 
 def test_format_partial_is_a_ladder() -> None:
-    """format_partial pays one answer line of the graded number that text follows; repeated
-    answer lines and a throwaway line stay at format_bad."""
+    """format_partial pays one answer line of the graded number and one line after it; repeated
+    answer lines, a throwaway line and more text after the answer stay at format_bad."""
     (fmt,) = make_reward_funcs(["format"], RewardSettings(format_partial=0.0))
     completions = [
         WORK,  # no answer line
         f"{WORK}\n#### 18\n#### 18",  # repeated
         f"#### 0\n{WORK}\n\\boxed{{18}}",  # a throwaway line: not the graded number
-        f"{WORK}\n#### 18\nThe answer is: 18",  # one answer line, then text
+        f"{WORK}\n#### 18\nThe answer is: 18.\n\nMore words.",  # more text after the answer
+        f"{WORK}\n#### 18\n\nThe answer is: 18.\n",  # one answer line, one line, a stop
         f"{WORK}\n#### 18",  # the format asked for
     ]
-    assert fmt(["p"] * 5, completions, gold=["18"] * 5) == [-0.2, -0.2, -0.2, 0.0, 0.2]
+    assert fmt(["p"] * 6, completions, gold=["18"] * 6) == [-0.2, -0.2, -0.2, -0.2, 0.0, 0.2]
 
 
 @pytest.mark.parametrize(

@@ -268,9 +268,17 @@ def extract_flexible(completion: str) -> str | None:
     return _to_canonical(last) if last else None
 
 
-def answer_numbers(completion: str) -> list[str]:
-    """The numbers of every ``#### N`` answer marker in the completion (canonical), in order."""
-    return [_to_canonical(m) for m in _ANSWER.finditer(_normalize(completion))]
+def answer_marker(completion: str) -> tuple[str, int] | None:
+    """For a completion with exactly one ``#### N`` answer marker: N (canonical) and how many
+    non-blank lines follow the marker's line. None when it has no marker or several."""
+    text = _normalize(completion)
+    answers = _ANSWER.finditer(text)
+    first = next(answers, None)
+    if first is None or next(answers, None) is not None:
+        return None
+    line_end = text.find("\n", first.end())
+    after = "" if line_end < 0 else text[line_end + 1 :]
+    return _to_canonical(first), sum(1 for line in after.split("\n") if line.strip())
 
 
 def answer_line(completion: str) -> str | None:

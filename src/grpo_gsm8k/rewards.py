@@ -12,10 +12,11 @@ format
     number the accuracy reward graded (:func:`grpo_gsm8k.grading.answer_line`); else
     ``format_bad`` (-0.2). A throwaway ``#### 0``, repeated or hedged answer lines, and text after
     the answer line all earn ``format_bad``; except that ``format_partial`` (by default also -0.2)
-    goes to a completion with exactly one answer line, of the graded number, that text follows
-    (``#### 18\nThe answer is: 18``). Set between the two (the CPU recipe: 0.0) it is a ladder
-    for a model that rarely writes the whole format yet: one answer line beats none, and only
-    stopping on it earns ``format_ok``; repeated answer lines stay at ``format_bad``.
+    goes to a completion with exactly one answer line, of the graded number, followed by one
+    more line (``#### 18\nThe answer is: 18.``). Set between the two (the CPU recipe: 0.0) it is a
+    ladder for a model that rarely writes the whole format yet: one answer line and a stop soon
+    after beat none, and only stopping on it earns ``format_ok``; repeated answer lines and longer
+    text after the answer line stay at ``format_bad``.
 format_published
     The published format reward: ``format_ok`` when the completion has any ``#### <number>``
     (the strict rule: ``####`` directly followed by a number), wherever and whatever the number.
@@ -36,7 +37,7 @@ from typing import Any
 from .grading import (
     Mode,
     answer_line,
-    answer_numbers,
+    answer_marker,
     extract,
     extract_strict,
     grade,
@@ -57,7 +58,7 @@ class RewardSettings:
     wrong: float = -1.0
     format_ok: float = 0.2
     format_bad: float = -0.2
-    format_partial: float = -0.2  # one answer line of the graded number, not the last line
+    format_partial: float = -0.2  # one answer line of the graded number, then one more line
     short_penalty: float = -0.5
     min_chars: int = 30
 
@@ -105,7 +106,11 @@ def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) 
             graded = extract(text, s.mode)
             if line is not None and same_number(graded, line):
                 out.append(s.format_ok)
-            elif len(numbers := answer_numbers(text)) == 1 and same_number(graded, numbers[0]):
+            elif (
+                (marker := answer_marker(text))
+                and marker[1] <= 1
+                and same_number(graded, marker[0])
+            ):
                 out.append(s.format_partial)
             else:
                 out.append(s.format_bad)
