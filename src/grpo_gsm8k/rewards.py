@@ -102,18 +102,13 @@ def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) 
         out = []
         for c in completions:
             text = completion_text(c)
-            line = answer_line(text)
-            graded = extract(text, s.mode)
-            if line is not None and same_number(graded, line):
-                out.append(s.format_ok)
-            elif (
-                (marker := answer_marker(text))
-                and marker[1] <= 1
-                and same_number(graded, marker[0])
-            ):
-                out.append(s.format_partial)
-            else:
+            marker = answer_marker(text)  # None (no or several answer lines): format_bad
+            if marker is None or not same_number(extract(text, s.mode), marker[0]):
                 out.append(s.format_bad)
+            elif answer_line(text) is not None:  # that one line ends the completion
+                out.append(s.format_ok)
+            else:
+                out.append(s.format_partial if marker[1] <= 1 else s.format_bad)
         return out
 
     def format_published(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
