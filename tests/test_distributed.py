@@ -154,7 +154,8 @@ def test_cpu_launches_that_cannot_work_are_refused_before_the_model(
     proc = launch(launcher, tiny(prepared, out, "--max_steps", "1", *extra), timeout=300)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "grpo-gsm8k train: error:" in line]
-    assert len(errors) == 2  # one line from each rank
+    # one line per rank, but the launcher may stop the second rank when the first one exits
+    assert 1 <= len(errors) <= 2, proc.stderr
     assert all(message in line for line in errors)
     assert "Loading weights" not in proc.stderr
     assert not (out / "grpo_gsm8k_config.json").exists()
