@@ -26,8 +26,10 @@ per run the mean format reward over the steps and the final held-out format rate
 and standard deviation per configuration. Finished runs are kept in ``--out/learning.jsonl`` and
 not run again; ``--max-runs`` bounds the runs of one invocation.
 
-Arguments after ``--`` go to ``grpo-gsm8k train`` in every run. The speed runs save no
-checkpoint and run the recipe's in-training eval once, after the last step (timed apart).
+Arguments after ``--`` go to ``grpo-gsm8k train`` in every run; ``trl-default`` keeps its
+``--use_vllm false --bf16 false``, so ``-- --use_vllm true`` tries a choice for ``ours`` only.
+The speed runs save no checkpoint and run the recipe's in-training eval once, after the last
+step (timed apart).
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def run_child(
         cmd = [sys.executable, __file__, "--child", str(result)]
         cmd += ["--plain-trl"] if name == PLAIN_TRL else []
         cmd += ["--hf-eval"] if hf_eval else []
-        cmd += ["--", *CONFIGS[name], *train_args]
+        cmd += ["--", *train_args, *CONFIGS[name]]  # trl-default stays fp32 + transformers
         cmd += ["--output_dir", str(out)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)

@@ -12,7 +12,8 @@ N=${DEMO_EVAL_N:-128}          # held-out test questions evaluated before and af
 TOKENS=${DEMO_MAX_NEW_TOKENS:-192}
 # auto everywhere: the eval backend and dtype, and training's precision and generation engine, are
 # decided from the machine (src/grpo_gsm8k/hardware.py), printed and recorded in the run files:
-# vLLM + bf16 on CPUs with AVX-512/bf16 units, transformers + fp32 on AVX2-only CPUs.
+# vLLM on CPUs with AVX-512 (bf16 where the CPU has bf16 units, else fp32), transformers + fp32
+# on AVX2-only CPUs.
 BACKEND=${DEMO_BACKEND:-auto}
 RECIPE=${RECIPE:-recipes/cpu-smollm2.yaml}
 start=$(date +%s)

@@ -17,9 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
     ("flags", "vllm", "expected"),
     [
         (["avx2"], True, {"bf16": False, "use_vllm": False}),
-        (["avx2", "avx512f"], True, {"bf16": False, "use_vllm": False}),
+        (["avx2", "avx512f"], True, {"bf16": False, "use_vllm": True, "vllm_mode": "colocate"}),
+        (["avx2", "avx512f"], False, {"bf16": False, "use_vllm": False}),
         (["avx2", "avx512_bf16", "avx512f"], False, {"bf16": True, "use_vllm": False}),
-        (["amx_bf16", "avx2"], True, {"bf16": True, "use_vllm": True, "vllm_mode": "colocate"}),
+        (
+            ["amx_bf16", "avx2", "avx512f"],
+            True,
+            {"bf16": True, "use_vllm": True, "vllm_mode": "colocate"},
+        ),
     ],
 )
 def test_cpu_choice_follows_the_flags(
@@ -29,6 +34,8 @@ def test_cpu_choice_follows_the_flags(
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: tuple(flags))
+    capability = "AVX512" if "avx512f" in flags else "AVX2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(hardware, "vllm_import_error", lambda: None if vllm else "no vLLM")
     choice = hardware.choose_training()
     assert choice.settings == expected
@@ -40,7 +47,7 @@ def test_recipe_and_command_line_win_over_the_choice(
 ) -> None:
     from grpo_gsm8k.recipe import parse_train_args
 
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: ("avx2", "avx512_bf16"))
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: ("avx2", "avx512_bf16", "avx512f"))
     monkeypatch.setattr(hardware, "vllm_import_error", lambda: None)
     data = [
         "--train_file",

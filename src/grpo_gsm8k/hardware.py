@@ -12,10 +12,9 @@ The rules, from measurements in BENCHMARKS.md (SmolLM2-135M, 64 GSM8K questions,
 
 - CUDA GPU: vLLM when it imports, else transformers; dtype ``auto`` (the checkpoint's dtype for
   transformers, vLLM's own default).
-- CPU with AVX-512: vLLM-CPU when it imports (8x transformers ``generate`` there), in bfloat16
-  when the CPU has bf16 units (``avx512_bf16`` or ``amx_bf16``), else in float32. (bf16 vs
-  float32 for vLLM-CPU is not in BENCHMARKS.md; ``benchmarks/bench_eval.py --vllm-dtype
-  float32`` measures it.)
+- CPU with AVX-512: vLLM-CPU when it imports, in bfloat16 when the CPU has bf16 units
+  (``avx512_bf16`` or ``amx_bf16``: 8.0x transformers ``generate``), else in float32 (2.9x
+  transformers; vLLM's own bf16 default ran 5.6x slower than float32 there).
 - CPU without AVX-512 (AVX2 only): transformers. vLLM-CPU was only ~1.4x transformers there and
   takes ~2 minutes to start; if asked for anyway it runs in float32 (its bf16 path falls back to
   slow kernels without bf16 units).
@@ -144,7 +143,7 @@ def choose(
             chosen = "vllm"
             why.append(
                 f"{where}: vLLM"
-                + ("" if machine.gpu else " (vLLM-CPU measured ~8x transformers with AVX-512)")
+                + ("" if machine.gpu else " (vLLM-CPU measured 2.9-8x transformers with AVX-512)")
             )
         else:
             chosen = "hf"
@@ -190,34 +189,40 @@ def choose_training(
 ) -> TrainingChoice:
     """Training's precision and generation engine for this machine (recorded with the reason).
 
-    On a CPU the matmul precision and the generation engine decide a GRPO step's time. With bf16
-    units (``avx512_bf16``/``amx_bf16``) bf16 autocast runs the update several times faster than
-    fp32 and vLLM-CPU generates several times faster than transformers, so training uses both
-    (vLLM colocated in the trainer's process, synced every step: :mod:`grpo_gsm8k.vllm_sync`).
-    Without them bf16 takes slow paths in torch and vLLM: fp32 with transformers generation. On a
-    GPU nothing is chosen here: TRL's defaults and the recipe apply."""
+    On a CPU the matmul precision and the generation engine decide a GRPO step's time
+    (``benchmarks/bench_train.py``, BENCHMARKS.md). With AVX-512 vLLM-CPU generates several
+    times faster than transformers, so training generates with it (colocated in the trainer's
+    process, synced every step: :mod:`grpo_gsm8k.vllm_sync`): 3.3x TRL's default step with bf16
+    units, 1.4x without. bf16 autocast only where the CPU has bf16 units (``avx512_bf16`` /
+    ``amx_bf16``); elsewhere bf16 takes slow paths in torch and vLLM, so fp32. Without AVX-512:
+    fp32 with transformers generation. On a GPU nothing is chosen here: TRL's defaults and the
+    recipe apply."""
     machine = machine or Machine.probe()
+    where = machine.describe()
     if machine.gpu:
-        return TrainingChoice({}, f"{machine.describe()}: TRL's defaults and the recipe decide")
-    if not machine.bf16_units:
+        return TrainingChoice({}, f"{where}: TRL's defaults and the recipe decide")
+    bf16 = machine.bf16_units
+    precision = "bf16 autocast" if bf16 else "fp32 (no bf16 units)"
+    if not machine.avx512:
         return TrainingChoice(
-            {"bf16": False, "use_vllm": False},
-            f"{machine.describe()} without bf16 units: fp32, transformers generation",
+            {"bf16": bf16, "use_vllm": False},
+            f"{where}: {precision}, transformers generation (without AVX-512 vLLM-CPU is only "
+            "~1.4x transformers)",
         )
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     if processes > 1:  # torchrun / accelerate launch: one colocated engine per process won't fit
         return TrainingChoice(
-            {"bf16": True, "use_vllm": False},
-            f"{machine.describe()}: bf16 autocast; {processes} training processes, so "
-            "transformers generation (vLLM-CPU runs in a single training process)",
+            {"bf16": bf16, "use_vllm": False},
+            f"{where}: {precision}; {processes} training processes, so transformers generation "
+            "(vLLM-CPU runs in a single training process)",
         )
     error = (vllm_error or vllm_import_error)()
     if error is not None:
         return TrainingChoice(
-            {"bf16": True, "use_vllm": False},
-            f"{machine.describe()}: bf16 autocast; {error}, so transformers generation",
+            {"bf16": bf16, "use_vllm": False},
+            f"{where}: {precision}; {error}, so transformers generation",
         )
     return TrainingChoice(
-        {"bf16": True, "use_vllm": True, "vllm_mode": "colocate"},
-        f"{machine.describe()}: bf16 autocast and vLLM generation (colocated, bf16)",
+        {"bf16": bf16, "use_vllm": True, "vllm_mode": "colocate"},
+        f"{where}: {precision} and vLLM generation (colocated, {'bf16' if bf16 else 'fp32'})",
     )
