@@ -224,7 +224,7 @@ def speed(args: argparse.Namespace, extra: list[str], env: dict[str, str]) -> No
         f"tokens, {args.steps} steps (mean over steps 2..{args.steps})"
     )
     names = list(runs)
-    width = 16
+    width = max(16, *(len(describe(runs[n])) + 2 for n in names))
     print(f"{'':24}" + "".join(f"{n:>{width}}" for n in names))
     print(f"{'setup':24}" + "".join(f"{describe(runs[n]):>{width}}" for n in names))
 
