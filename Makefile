@@ -8,7 +8,7 @@ EXTRAS ?= dev,cpu
 GSM8K  ?= ../shared/data/gsm8k
 DATA   ?= data
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test test-fast lint demo bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -30,6 +30,10 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest
+
+# the edit loop: lint, types and the tests not marked slow (CI runs `make test`)
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 demo: setup
 	bash scripts/demo.sh

@@ -66,9 +66,9 @@ def child(result: str, plain_trl: bool, hf_eval: bool, train_args: list[str]) ->
     from transformers import Trainer, TrainerCallback
     from trl import GRPOTrainer
 
-    from grpo_gsm8k import train as train_module
     from grpo_gsm8k.cli import main
-    from grpo_gsm8k.vllm_sync import CPUVLLMGeneration
+    from grpo_gsm8k.training import train as train_module
+    from grpo_gsm8k.training.vllm_sync import CPUVLLMGeneration
 
     steps: list[dict[str, float]] = []
     evals: list[float] = []

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from grpo_gsm8k.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 CPU_RECIPE = str(REPO / "recipes" / "cpu-smollm2.yaml")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO
 
 from grpo_gsm8k.chat import model_labels
 from grpo_gsm8k.cli import main
@@ -25,7 +26,6 @@ from grpo_gsm8k.models import resolve_model
 from grpo_gsm8k.prompts import SYSTEM_PROMPT, raw_prompt, render_messages, render_prompt
 
 MODEL = "smollm2-135m"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

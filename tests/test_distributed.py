@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from test_train import read_jsonl, tiny
 
 from grpo_gsm8k.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 # 16-token completions are ~60-90 characters: a length threshold inside that range gives the
 # groups different rewards, so the advantages and gradients are not all zero
 VARIED = ["--reward_settings", '{"min_chars": 75}']

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import REPO
 
 from grpo_gsm8k.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 TRAIN_SBATCH = REPO / "launch" / "slurm" / "train.sbatch"
 EVAL_SBATCH = REPO / "launch" / "slurm" / "eval.sbatch"
 QWEN = "recipes/qwen2.5-3b-instruct.yaml"
@@ -82,7 +82,7 @@ def parse_accelerate(argv: list[str]) -> Any:
 
 
 def parse_train(argv: list[str]) -> Any:
-    from grpo_gsm8k.recipe import parse_train_args
+    from grpo_gsm8k.training.recipe import parse_train_args
 
     cwd = os.getcwd()
     os.chdir(REPO)
@@ -113,7 +113,7 @@ def test_five_nodes_four_train_one_serves(prepared: Path, tmp_path: Path) -> Non
     assert serve.model == "Qwen/Qwen2.5-3B-Instruct"  # the recipe's model
     assert serve.tensor_parallel_size == 8
 
-    from grpo_gsm8k.distributed import batch_arithmetic
+    from grpo_gsm8k.training.distributed import batch_arithmetic
 
     processes = 0
     for rank, (_, argv) in enumerate(trainers):
@@ -230,8 +230,8 @@ def test_train_script_bad_input() -> None:
 
 
 def test_eval_script_dry_run_parses() -> None:
-    from grpo_gsm8k.evaluate import EvalConfig
-    from grpo_gsm8k.merge import MergeConfig
+    from grpo_gsm8k.evaluation.evaluate import EvalConfig
+    from grpo_gsm8k.evaluation.merge import MergeConfig
     from grpo_gsm8k.options import parse_options
 
     def parse(config_type: Any, argv: list[str]) -> Any:
@@ -285,8 +285,8 @@ def test_scripts_are_shellcheck_clean() -> None:
 
 
 def test_batch_arithmetic_is_recorded_and_checked(prepared: Path, tmp_path: Path) -> None:
-    from grpo_gsm8k.distributed import batch_arithmetic
-    from grpo_gsm8k.recipe import RecipeError
+    from grpo_gsm8k.errors import RecipeError
+    from grpo_gsm8k.training.distributed import batch_arithmetic
 
     args = ["--config", QWEN, *data_args(prepared, tmp_path)]
     _, config = parse_train([*args, "--prompts_per_step", "16"])
@@ -346,7 +346,7 @@ def test_deepspeed_config_without_deepspeed_fails_in_one_line(
 ) -> None:
     import importlib.util
 
-    from grpo_gsm8k.recipe import RecipeError
+    from grpo_gsm8k.errors import RecipeError
 
     if importlib.util.find_spec("deepspeed") is not None:
         pytest.skip("deepspeed is installed")

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO
 
 from grpo_gsm8k.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 EVAL_SBATCH = REPO / "launch" / "slurm" / "eval.sbatch"
 # what may differ between a merged run and a 1-process run: timing, the folder, the command
 TIMING = {"out", "generation_s", "prompts_per_s", "generated_tokens_per_s", "model_load_s"}

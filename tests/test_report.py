@@ -10,12 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from grpo_gsm8k.cli import main
-from grpo_gsm8k.hacking import FLAGS, completion_flags, flag_rates, text_flags
 from grpo_gsm8k.report import ReportConfig, build_report, ema
+from grpo_gsm8k.reward_hacking import FLAGS, completion_flags, flag_rates, text_flags
 
-REPO = Path(__file__).resolve().parents[1]
 TOKENS = "24"  # eval tokens: a sentence or two, quick
 
 # ------------------------------------------------------------------------ reward-hacking watch
@@ -214,8 +214,8 @@ def test_report_html_is_offline(report: Path) -> None:
 
 @pytest.mark.slow
 def test_two_evals_are_paired_and_overlaid(runs: dict[str, Path], tmp_path: Path) -> None:
-    """Given two eval dirs (no compare dir), the report pairs them with grpo_gsm8k.compare."""
-    from grpo_gsm8k.compare import pair_runs
+    """Given two eval dirs (no compare dir), the report pairs them (evaluation.compare)."""
+    from grpo_gsm8k.evaluation.compare import pair_runs
 
     path = build_report(
         ReportConfig(runs=[str(runs["eval-before"]), str(runs["eval-after"])], out=str(tmp_path))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from grpo_gsm8k.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 CPU_RECIPE = str(REPO / "recipes" / "cpu-smollm2.yaml")
 HF_PATH = ["--use_vllm", "false", "--bf16", "false"]  # see tiny()
 
@@ -99,7 +99,7 @@ def test_bad_settings_fail_before_the_model_loads(
 
 @pytest.mark.parametrize("name", ["cpu-smollm2", "qwen2.5-3b-instruct", "llama-2-7b-chat"])
 def test_recipes_parse_with_dr_grpo(prepared: Path, tmp_path: Path, name: str) -> None:
-    from grpo_gsm8k.recipe import parse_train_args
+    from grpo_gsm8k.training.recipe import parse_train_args
 
     script, config = parse_train_args(
         [
@@ -135,7 +135,7 @@ def test_training_prompt_is_eval_prompt(prepared: Path) -> None:
     from grpo_gsm8k.data import load_prepared
     from grpo_gsm8k.models import resolve_model
     from grpo_gsm8k.prompts import prompt_ids, render_prompt
-    from grpo_gsm8k.train import trl_prompt
+    from grpo_gsm8k.training.train import trl_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").path)
     question = load_prepared(prepared / "train.jsonl")[0].question

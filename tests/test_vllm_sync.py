@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO
 
 from grpo_gsm8k import hardware
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -45,7 +44,7 @@ def test_cpu_choice_follows_the_flags(
 def test_recipe_and_command_line_win_over_the_choice(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from grpo_gsm8k.recipe import parse_train_args
+    from grpo_gsm8k.training.recipe import parse_train_args
 
     monkeypatch.setattr(hardware, "cpu_flags", lambda: ("avx2", "avx512_bf16", "avx512f"))
     monkeypatch.setattr(hardware, "vllm_import_error", lambda: None)
@@ -102,8 +101,8 @@ def test_vllm_follows_the_trainer_after_an_optimizer_step(prepared: Path, tmp_pa
     from grpo_gsm8k.data import load_prepared
     from grpo_gsm8k.models import resolve_model
     from grpo_gsm8k.prompts import prompt_ids
-    from grpo_gsm8k.train import GSM8KGRPOTrainer, trl_prompt
-    from grpo_gsm8k.vllm_sync import CPUVLLMGeneration
+    from grpo_gsm8k.training.train import GSM8KGRPOTrainer, trl_prompt
+    from grpo_gsm8k.training.vllm_sync import CPUVLLMGeneration
 
     path = resolve_model("smollm2-135m").path
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -32,25 +32,25 @@ def _prepare(argv: list[str]) -> None:
 
 
 def _grade(argv: list[str]) -> int:
-    from .evaluate import GradeConfig, grade_file
+    from .evaluation.evaluate import GradeConfig, grade_file
 
     return grade_file(*_parse([GradeConfig], argv, "grade"))
 
 
 def _eval(argv: list[str]) -> None:
-    from .evaluate import EvalConfig, run_eval
+    from .evaluation.evaluate import EvalConfig, run_eval
 
     run_eval(*_parse([EvalConfig], argv, "eval"))
 
 
 def _merge(argv: list[str]) -> None:
-    from .merge import MergeConfig, merge_shards
+    from .evaluation.merge import MergeConfig, merge_shards
 
     merge_shards(*_parse([MergeConfig], argv, "merge"))
 
 
 def _compare(argv: list[str]) -> None:
-    from .compare import CompareConfig, compare_runs
+    from .evaluation.compare import CompareConfig, compare_runs
 
     compare_runs(*_parse([CompareConfig], argv, "compare"))
 
@@ -59,8 +59,8 @@ def _train(argv: list[str]) -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
-    from .recipe import option_types, train_defaults
-    from .train import train
+    from .training.recipe import option_types, train_defaults
+    from .training.train import train
 
     out = train(*_parse(option_types(), argv, "train", defaults=train_defaults()))
     if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate: the main process only

@@ -9,3 +9,11 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Bad input (a file, a setting, a model name); the message names the file, line and field."""
+
+
+class OptionsError(UserError):
+    """A bad option, in a YAML config or on the command line; the message is one line."""
+
+
+class RecipeError(OptionsError):
+    """A bad training recipe or command-line setting; the message is one line."""

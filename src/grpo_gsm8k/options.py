@@ -14,11 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-
-
-class OptionsError(UserError):
-    """A bad option, in a YAML config or on the command line; the message is one line."""
+from .errors import OptionsError, UserError
 
 
 def _parser(types: list[Any], prog: str, description: str | None) -> Any:

@@ -26,14 +26,14 @@ from typing import Any
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from .data import load_prepared
-from .distributed import launch_record
-from .generation import SamplingSettings
-from .generation.hf import generate
-from .grading import score
-from .hardware import choose_training
-from .models import resolve_model
-from .prompts import (
+from ..data import load_prepared
+from ..errors import RecipeError
+from ..generation import SamplingSettings
+from ..generation.hf import generate
+from ..grading import score
+from ..hardware import choose_training
+from ..models import resolve_model
+from ..prompts import (
     PromptStyle,
     prompt_ids,
     prompt_template,
@@ -41,10 +41,8 @@ from .prompts import (
     resolve_prompt_style,
     text_for_special_tokens,
 )
-from .recipe import GSM8KArguments, RecipeError, check, resolved_settings
-from .recipe import reward_settings as make_reward_settings
-from .rewards import RewardFunc, completion_text, make_reward_funcs
-from .runfiles import (
+from ..rewards import RewardFunc, completion_text, make_reward_funcs
+from ..runfiles import (
     append_jsonl,
     check_output_dir,
     fingerprint,
@@ -55,6 +53,9 @@ from .runfiles import (
     write_json,
     write_jsonl,
 )
+from .distributed import launch_record
+from .recipe import GSM8KArguments, check, resolved_settings
+from .recipe import reward_settings as make_reward_settings
 
 CONFIG_FILE = "grpo_gsm8k_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -168,7 +169,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
     if script.use_peft and trainer.accelerator.is_main_process:
-        from .models import merge_adapter
+        from ..models import merge_adapter
 
         merge_adapter(str(out), str(out / "merged"), config.trust_remote_code)
     return out
@@ -212,8 +213,8 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
 
 class GSM8KGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose next log event also carries ``extra_logs`` (the in-training eval). On
-    CPU its colocated vLLM engine is :class:`grpo_gsm8k.vllm_sync.CPUVLLMGeneration` and its LM
-    head scores only completion tokens (:mod:`grpo_gsm8k.cpu_logprobs`)."""
+    CPU its colocated vLLM engine is :class:`.vllm_sync.CPUVLLMGeneration` and its LM head
+    scores only completion tokens (:mod:`.cpu_logprobs`)."""
 
     extra_logs: dict[str, float] | None = None
 

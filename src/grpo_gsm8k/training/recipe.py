@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .options import OptionsError, parse_options
-from .prompts import PROMPT_STYLES
-from .rewards import DEFAULT_REWARDS, REWARD_NAMES, RewardSettings
+from ..errors import OptionsError, RecipeError
+from ..options import parse_options
+from ..prompts import PROMPT_STYLES
+from ..rewards import DEFAULT_REWARDS, REWARD_NAMES, RewardSettings
 
 # What differs from GRPOConfig's own defaults when a recipe does not say otherwise.
 DR_GRPO_DEFAULTS: dict[str, Any] = {
@@ -33,13 +34,9 @@ DR_GRPO_DEFAULTS: dict[str, Any] = {
 def train_defaults() -> dict[str, Any]:
     """Dr GRPO's defaults and this machine's precision/generation choice
     (:func:`grpo_gsm8k.hardware.choose_training`); a recipe and the command line override both."""
-    from .hardware import choose_training
+    from ..hardware import choose_training
 
     return {**DR_GRPO_DEFAULTS, **choose_training().settings}
-
-
-class RecipeError(OptionsError):
-    """A bad recipe or command-line setting; the message is one line."""
 
 
 @dataclass

@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..runfiles import provenance, read_json, read_jsonl, write_json, write_jsonl
 from .evaluate import EvalError, parse_shard, print_summary, summarize
-from .runfiles import provenance, read_json, read_jsonl, write_json, write_jsonl
 
 # what must be equal across the shards of one eval (besides identity, which holds the shard)
 SAME = ("backend", "model_path", "prompt_style", "decoding")

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .recipe import RecipeError
+from ..errors import RecipeError
 
 # environment variables that describe the launch (accelerate's ACCELERATE_*/FSDP_*, torchrun's)
 ENV_PREFIXES = ("ACCELERATE_", "FSDP_", "TORCHELASTIC_", "PARALLELISM_CONFIG_")

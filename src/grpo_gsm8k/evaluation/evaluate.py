@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from .data import DataError, load_prepared, require_str
-from .errors import UserError
-from .generation import SamplingSettings
-from .grading import MODES, extract, parse_gold, same_number, score_completions
-from .hardware import BACKENDS, DTYPES, choose
-from .prompts import PROMPT_STYLES, prompt_template, render_prompt, resolve_prompt_style
-from .runfiles import (
+from ..data import DataError, load_prepared, require_str
+from ..errors import UserError
+from ..generation import SamplingSettings
+from ..grading import MODES, extract, parse_gold, same_number, score_completions
+from ..hardware import BACKENDS, DTYPES, choose
+from ..prompts import PROMPT_STYLES, prompt_template, render_prompt, resolve_prompt_style
+from ..runfiles import (
     append_jsonl,
     check_output_dir,
     fingerprint,
@@ -32,7 +32,7 @@ from .runfiles import (
     read_jsonl,
     write_json,
 )
-from .stats import majority, pass_at_k, wilson
+from ..stats import majority, pass_at_k, wilson
 
 # ------------------------------------------------------------------------------------ settings
 
@@ -284,8 +284,8 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     output folder and return the summary. Resumes an interrupted run in the same folder."""
     from transformers import AutoTokenizer
 
-    from .generation import load_backend
-    from .models import resolve_model
+    from ..generation import load_backend
+    from ..models import resolve_model
 
     started = time.perf_counter()
     sampling = config.check()

@@ -10,8 +10,9 @@ Several runs of a kind share each figure's axes (one colour per run). Training: 
 reward, held-out accuracy and format rate, completion length, clipped ratio, entropy, grad norm,
 learning rate, step time, raw and smoothed (a debiased EMA) against step. Eval: every metric with
 its 95% interval, pass@k / maj@k when sampled, tokens/s. Pairs: each compare dir, and every eval
-run after the first against the first (:func:`grpo_gsm8k.compare.pair_runs`). The reward-hacking
-watch (:mod:`grpo_gsm8k.hacking`) runs over the training completions step by step and over each
+run after the first against the first
+(:func:`grpo_gsm8k.evaluation.compare.pair_runs`). The reward-hacking watch
+(:mod:`grpo_gsm8k.reward_hacking`) runs over the training completions step by step and over each
 eval's completions.
 
 The output folder gets ``report.html`` (inline CSS, figures embedded as ``data:`` PNGs, no
@@ -34,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import __version__, runfiles
-from .errors import UserError
-from .hacking import FLAGS, completion_flags, flag_rates
-from .runfiles import output_dir, read_json, sha256_file
-from .stats import wilson
+from .. import __version__, runfiles
+from ..errors import UserError
+from ..reward_hacking import FLAGS, completion_flags, flag_rates
+from ..runfiles import output_dir, read_json, sha256_file
+from ..stats import wilson
 
 # ------------------------------------------------------------------------------------- settings
 
@@ -212,10 +213,10 @@ def load_train(run: Run) -> None:
 
 
 def load_eval(run: Run) -> None:
-    """samples.jsonl (validated by :func:`grpo_gsm8k.compare.load_run`) and summary.json; an
-    unfinished eval (no summary yet) is summarized from its samples."""
-    from .compare import load_run
-    from .evaluate import summarize
+    """samples.jsonl (validated by :func:`grpo_gsm8k.evaluation.compare.load_run`) and
+    summary.json; an unfinished eval (no summary yet) is summarized from its samples."""
+    from ..evaluation.compare import load_run
+    from ..evaluation.evaluate import summarize
 
     rows = load_run(str(run.path))
     summary_path = run.path / "summary.json"
@@ -474,7 +475,7 @@ def eval_metrics(run: Run) -> dict[str, Any]:
 def pairs(runs: list[Run]) -> list[dict[str, Any]]:
     """Every compare dir, then every eval run after the first paired with the first (unless a
     compare dir already holds that pair). Runs with no common question are noted, not paired."""
-    from .compare import pair_runs
+    from ..evaluation.compare import pair_runs
 
     out = []
     done = set()
@@ -1325,8 +1326,8 @@ WATCH_MEANING = {
 def watch_section(report: Report, train_runs: list[Run], eval_runs: list[Run]) -> None:
     parts = [
         "<p>Signs that a policy games the format reward or the grader instead of solving the "
-        "problem, read from the completion text (<code>grpo_gsm8k.hacking</code>). Each should "
-        "stay near 0; a rise during training is worth reading the completions for.</p>"
+        "problem, read from the completion text (<code>grpo_gsm8k.reward_hacking</code>). Each "
+        "should stay near 0; a rise during training is worth reading the completions for.</p>"
     ]
     figs = []
     numbers: dict[str, Any] = {}

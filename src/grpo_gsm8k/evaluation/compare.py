@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .data import DataError
-from .runfiles import output_dir, provenance, read_jsonl, write_json, write_jsonl
-from .stats import paired
+from ..data import DataError
+from ..runfiles import output_dir, provenance, read_jsonl, write_json, write_jsonl
+from ..stats import paired
 
 METRICS = {
     "accuracy_strict": "correct_strict",

@@ -33,7 +33,7 @@ from typing import Any
 
 from trl.generation.vllm_generation import VLLMGeneration
 
-from .generation import Completion
+from ..generation import Completion
 
 MiB = 2**20
 PROMPT_TOKENS_ALLOWANCE = 1024  # prompt tokens per sequence the KV cache is sized for

@@ -1,0 +1,1 @@
+"""Evaluation: generate and grade (eval), paired comparison (compare), shard merging (merge)."""

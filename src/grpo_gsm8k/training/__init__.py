@@ -1,0 +1,2 @@
+"""Training with Dr GRPO on TRL's GRPOTrainer;
+the only code that reaches into TRL/vLLM internals."""
