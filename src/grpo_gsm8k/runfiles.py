@@ -28,6 +28,24 @@ from .hardware import cpu_flags
 PathLike = str | os.PathLike[str]
 _command: list[str] | None = None  # the command line being run, set once by the CLI
 
+# ---------------------------------------------------------------------------------- file names
+# Every file a run folder holds, named once. eval: RUN_IDENTITY, SAMPLES, SUMMARY; compare:
+# COMPARE_JSON, COMPARE_JSONL; train: TRAIN_CONFIG, METRICS, COMPLETIONS; prepare: MANIFEST,
+# TRAIN_DATA, EVAL_DATA; report: REPORT_HTML, REPORT_JSON.
+RUN_IDENTITY = "run.json"
+SAMPLES = "samples.jsonl"
+SUMMARY = "summary.json"
+COMPARE_JSON = "compare.json"
+COMPARE_JSONL = "compare.jsonl"
+TRAIN_CONFIG = "grpo_gsm8k_config.json"
+METRICS = "metrics.jsonl"
+COMPLETIONS = "completions.jsonl"
+MANIFEST = "manifest.json"
+TRAIN_DATA = "train.jsonl"
+EVAL_DATA = "eval.jsonl"
+REPORT_HTML = "report.html"
+REPORT_JSON = "report.json"
+
 
 class RunFileError(UserError):
     """A results or input file that cannot be read; the message names the file and line."""
@@ -82,6 +100,12 @@ def output_dir(path: PathLike) -> Path:
 
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename, with the
+    mode a plain new file would get (mkstemp alone makes it private; results are shared)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -89,8 +113,8 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are for people to open
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -136,13 +160,17 @@ def append_jsonl(path: PathLike, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read_jsonl(
-    path: PathLike, torn_tail: Literal["error", "drop"] = "error"
+    path: PathLike,
+    torn_tail: Literal["error", "drop", "skip"] = "error",
+    notes: list[str] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, row)`` for each non-blank line of a JSONL file.
+    """Yield ``(line_number, row)`` for each non-blank line of a JSONL file (UTF-8, a leading BOM
+    accepted, ``\n`` or ``\r\n`` line ends).
 
-    A malformed line raises RunFileError naming the file and line. With ``torn_tail="drop"`` (a
-    log being resumed), a malformed *last* line is what a killed writer leaves: it is dropped and
-    the file rewritten without it."""
+    A malformed line raises RunFileError naming the file and line. A malformed *last* line is what
+    a killed (or still running) writer leaves: with ``torn_tail="drop"`` (a log being resumed) it
+    is dropped and the file rewritten without it; with ``torn_tail="skip"`` (a reader of a live
+    run) it is skipped, the file left as it is, and a note appended to ``notes``."""
     if str(path) == "-":  # standard input
         path = Path("<stdin>")
         text = sys.stdin.buffer.read()
@@ -153,7 +181,7 @@ def read_jsonl(
         text = path.read_bytes()
     try:
         # split on "\n" only: str.splitlines would also split inside strings at U+2028 etc.
-        lines = text.decode("utf-8").replace("\r\n", "\n").split("\n")
+        lines = text.decode("utf-8-sig").replace("\r\n", "\n").split("\n")
     except UnicodeDecodeError as e:
         raise RunFileError(f"{path}: not UTF-8 text (byte {e.start}); expected JSONL") from None
     if lines[-1] == "":
@@ -168,6 +196,10 @@ def read_jsonl(
             if torn_tail == "drop" and lineno == len(lines):
                 atomic_write_text(path, "".join(line + "\n" for line in lines[:-1]))
                 break
+            if torn_tail == "skip" and lineno == len(lines):
+                if notes is not None:
+                    notes.append(f"{path.name}: skipped the unfinished line {lineno}")
+                break
             raise RunFileError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
         if not isinstance(row, dict):
             raise RunFileError(f"{path}:{lineno}: expected a JSON object")
@@ -181,7 +213,7 @@ def read_json(path: PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise RunFileError(f"{path}: file not found")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunFileError(f"{path}: malformed JSON ({e})") from None
     if not isinstance(obj, dict):
