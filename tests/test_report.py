@@ -1,4 +1,4 @@
-"""`grpo-gsm8k report`: the hacking detectors, bad RUN folders, and a report built from a real tiny
+"""`grpo-gsm8k report`: bad RUN folders, and a report built from a real tiny
 training run and two real evals, rendered in headless Chromium."""
 
 from __future__ import annotations
@@ -14,45 +14,11 @@ from conftest import REPO
 
 from grpo_gsm8k.cli import main
 from grpo_gsm8k.report import ReportConfig, build_report, ema
-from grpo_gsm8k.reward_hacking import FLAGS, completion_flags, flag_rates, text_flags
+from grpo_gsm8k.reward_hacking import FLAGS
 
 TOKENS = "24"  # eval tokens: a sentence or two, quick
 
-# ------------------------------------------------------------------------ reward-hacking watch
-
-
-def test_clean_solution_raises_no_flag() -> None:
-    text = "She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = 18 dollars.\n#### 18\n"
-    assert text_flags(text) == dict.fromkeys(
-        ["multiple_answers", "text_after_answer", "repeated_lines", "answers_disagree"], False
-    )
-
-
-@pytest.mark.parametrize(
-    ("text", "flagged"),
-    [
-        ("#### 18\n#### 18", {"multiple_answers", "repeated_lines"}),
-        ("#### 18\nNow the next question: a train", {"text_after_answer"}),
-        ("#### 18  \n\n  ", set()),  # trailing whitespace is not text
-        ("x = 3\n#### 18\nSo the answer is 20.", {"text_after_answer", "answers_disagree"}),
-        ("The answer is 20.", set()),  # no '####': strict has no answer, nothing to disagree with
-        ("#### 18\nThe answer is 18.", {"text_after_answer"}),  # same number: no disagreement
-        ("Let x be 2.\nLet x be 2.\n#### 2", {"repeated_lines"}),
-        ("ok\nok\n#### 2", set()),  # lines shorter than 4 characters do not count
-        ("Let  x be 2.\nLet x be 2.  \n#### 2", {"repeated_lines"}),  # whitespace collapsed
-    ],
-)
-def test_text_flags(text: str, flagged: set[str]) -> None:
-    assert {name for name, hit in text_flags(text).items() if hit} == flagged
-
-
-def test_flag_rates_skip_unknown() -> None:
-    flags = [completion_flags("#### 1\n#### 1", True), completion_flags("#### 2", None)]
-    assert list(flags[0]) == list(FLAGS)
-    rates = flag_rates(flags)
-    assert rates["multiple_answers"] == 0.5
-    assert rates["hit_token_limit"] == 1.0  # the unknown one is left out
-    assert flag_rates([completion_flags("x", None)])["hit_token_limit"] is None
+# ---------------------------------------------------------------------------------- numbers
 
 
 def test_ema_is_debiased() -> None:
