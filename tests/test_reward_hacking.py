@@ -10,7 +10,13 @@ from grpo_gsm8k.reward_hacking import FLAGS, completion_flags, flag_rates, no_nu
 def test_clean_solution_raises_no_flag() -> None:
     text = "She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = 18 dollars.\n#### 18\n"
     assert text_flags(text) == dict.fromkeys(
-        ["multiple_answers", "text_after_answer", "repeated_lines", "answers_disagree", "no_number"],
+        [
+            "multiple_answers",
+            "text_after_answer",
+            "repeated_lines",
+            "answers_disagree",
+            "no_number",
+        ],
         False,
     )
 
