@@ -15,7 +15,7 @@ from typing import ClassVar
 from .. import __version__, runfiles
 from ..runfiles import REPORT_HTML, REPORT_JSON, atomic_write_bytes, atomic_write_text, output_dir
 from . import sections
-from .numbers import pairs
+from .numbers import data_groups, pairs
 from .runs import ReportError, Run, load_runs
 
 
@@ -76,7 +76,8 @@ def assemble(config: ReportConfig, runs: list[Run], out: Path) -> sections.Repor
     """Every section of the report, its figures and the numbers of report.json."""
     report = sections.Report(config.smoothing, config.samples_per_stage, config.max_changed)
     train_runs = [r for r in runs if r.kind == "train"]
-    eval_runs = [r for r in runs if r.kind == "eval"]
+    evals = [r for r in runs if r.kind == "eval"]
+    eval_runs = [r for group in data_groups(evals) for r in group]  # by data set
     if train_runs:
         sections.train_section(report, train_runs)
     if eval_runs:

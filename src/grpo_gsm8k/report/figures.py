@@ -313,7 +313,7 @@ def eval_metrics_figure(
     runs: list[Run], metrics: dict[str, Any], panels: dict[str, list[Run]] | None = None
 ) -> Any:
     """Each eval's rates with their intervals; with ``panels`` (evals by data set name, more
-    than one), one panel per data set side by side, titled with its name."""
+    than one), one panel per data set side by side, its name below it."""
     panels = panels if panels and len(panels) > 1 else {"": runs}
     fig, axes = _new_axes(
         "Eval metrics with 95% intervals", "", "questions (%)", panels=len(panels)
@@ -323,7 +323,7 @@ def eval_metrics_figure(
         colors = [COLORS[runs.index(r) % len(COLORS)] for r in group]
         _eval_points(ax, group, metrics, colors)
         if name:
-            ax.set_title(name, fontsize=10)
+            ax.set_xlabel(f"data: {name}", fontsize=10, fontweight="bold")
     return fig
 
 
@@ -383,10 +383,11 @@ def eval_watch_figure(runs: list[Run], watches: dict[str, Any]) -> Any:
         xs = [x + offsets[i] for x in range(len(FLAGS))]
         ys = [rates[name] or 0.0 for name in FLAGS]
         ax.bar(xs, ys, width=width * 0.92, color=COLORS[i % len(COLORS)], label=run.label)
-    ax.set_xticks(range(len(FLAGS)), [_tick(label, 11) for label in FLAGS.values()], fontsize=7)
+    ax.set_xticks(range(len(FLAGS)), [_tick(label, 12) for label in FLAGS.values()], fontsize=7)
     _percent_axis(ax)
     ax.set_ylim(0, 1.03)
-    _legend(ax)
+    if runs:  # rates near 0 leave the top free; below, the legend would sit on the tick labels
+        ax.legend(fontsize=8, frameon=False, loc="upper right", ncol=2 if len(runs) > 3 else 1)
     return fig
 
 
