@@ -36,7 +36,6 @@ class ReportError(UserError):
 
 TRAIN_FILES = (TRAIN_CONFIG, METRICS, COMPLETIONS)
 EVAL_FILES = (SUMMARY, SAMPLES)
-COMPARE_FILES = (COMPARE_JSON, COMPARE_JSONL)
 PAIRED_FIELDS = ("rate_a", "rate_b", "ci_a", "ci_b", "diff", "diff_ci", "fixed", "broken")
 GENERIC_DATA_NAMES = {"eval", "test", "train", "validation", "data", "samples"}
 
@@ -157,7 +156,7 @@ _SUMMARY_FIELDS: dict[str, tuple[bool, str]] = {
     "accuracy": (True, "an object of rates"),
     "accuracy.strict": (True, _RATE),
     "accuracy.flexible": (True, _RATE),
-    "format_rate": (True, _RATE),
+    "format_rate": (False, _RATE),
     "truncation_rate": (False, _RATE),
     "samples_per_question": (False, "a whole number >= 1"),
     "ci95": (False, "an object of intervals"),
