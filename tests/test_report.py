@@ -1,4 +1,4 @@
-"""`grpo-gsm8k report`: the hacking detectors, bad RUN folders, and a report built from a real tiny
+"""`grpo-gsm8k report`: bad RUN folders, and a report built from a real tiny
 training run and two real evals, rendered in headless Chromium."""
 
 from __future__ import annotations
@@ -14,45 +14,11 @@ from conftest import REPO
 
 from grpo_gsm8k.cli import main
 from grpo_gsm8k.report import ReportConfig, build_report, ema
-from grpo_gsm8k.reward_hacking import FLAGS, completion_flags, flag_rates, text_flags
+from grpo_gsm8k.reward_hacking import FLAGS
 
 TOKENS = "24"  # eval tokens: a sentence or two, quick
 
-# ------------------------------------------------------------------------ reward-hacking watch
-
-
-def test_clean_solution_raises_no_flag() -> None:
-    text = "She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = 18 dollars.\n#### 18\n"
-    assert text_flags(text) == dict.fromkeys(
-        ["multiple_answers", "text_after_answer", "repeated_lines", "answers_disagree"], False
-    )
-
-
-@pytest.mark.parametrize(
-    ("text", "flagged"),
-    [
-        ("#### 18\n#### 18", {"multiple_answers", "repeated_lines"}),
-        ("#### 18\nNow the next question: a train", {"text_after_answer"}),
-        ("#### 18  \n\n  ", set()),  # trailing whitespace is not text
-        ("x = 3\n#### 18\nSo the answer is 20.", {"text_after_answer", "answers_disagree"}),
-        ("The answer is 20.", set()),  # no '####': strict has no answer, nothing to disagree with
-        ("#### 18\nThe answer is 18.", {"text_after_answer"}),  # same number: no disagreement
-        ("Let x be 2.\nLet x be 2.\n#### 2", {"repeated_lines"}),
-        ("ok\nok\n#### 2", set()),  # lines shorter than 4 characters do not count
-        ("Let  x be 2.\nLet x be 2.  \n#### 2", {"repeated_lines"}),  # whitespace collapsed
-    ],
-)
-def test_text_flags(text: str, flagged: set[str]) -> None:
-    assert {name for name, hit in text_flags(text).items() if hit} == flagged
-
-
-def test_flag_rates_skip_unknown() -> None:
-    flags = [completion_flags("#### 1\n#### 1", True), completion_flags("#### 2", None)]
-    assert list(flags[0]) == list(FLAGS)
-    rates = flag_rates(flags)
-    assert rates["multiple_answers"] == 0.5
-    assert rates["hit_token_limit"] == 1.0  # the unknown one is left out
-    assert flag_rates([completion_flags("x", None)])["hit_token_limit"] is None
+# ---------------------------------------------------------------------------------- numbers
 
 
 def test_ema_is_debiased() -> None:
@@ -111,6 +77,226 @@ def test_malformed_metrics_line_is_named(
     assert f"{compare}/compare.json: metrics.format lacks field 'rate_b'" in _error(
         capsys, ["report", str(compare)]
     )
+
+
+# ------------------------------------------------------- run folders written as the tools do
+
+SCRIPT = "<script>alert(1)</script>"
+QUESTIONS = {  # id -> (completion, gold)
+    "q1": ("She sells 9 eggs.\n#### 18", "18"),
+    "q2": (f"{SCRIPT} </textarea> <b>bold</b>\n#### 7", "7"),
+    "q3": ("I don't know.", "5"),
+    "q4": ("#### 3\n#### 4", "4"),
+}
+
+
+def _data_file(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _write_eval(
+    folder: Path, data: Path, questions: dict[str, tuple[str, str]] = QUESTIONS
+) -> Path:
+    """An eval folder as ``grpo-gsm8k eval`` writes it: graded rows and their summary."""
+    from grpo_gsm8k.evaluation.evaluate import summarize
+    from grpo_gsm8k.grading import score_completions
+    from grpo_gsm8k.runfiles import fingerprint, write_json, write_jsonl
+
+    rows = [
+        {
+            "id": qid,
+            "question": f"Question {qid} <i>in italics</i>?",
+            "gold": gold,
+            "completions": [text],
+            **score_completions([text], gold),
+            "tokens": [len(text.split())],
+            "truncated": [False],
+            "gen_s": 0.5,
+        }
+        for qid, (text, gold) in questions.items()
+    ]
+    write_jsonl(folder / "samples.jsonl", rows)
+    summary = {
+        **summarize(rows),
+        "model": "tiny",
+        "backend": "hf",
+        "prompt_style": "chat",
+        "decoding": {"greedy": True, "max_new_tokens": 24},
+        "data": fingerprint(data),
+    }
+    write_json(folder / "summary.json", summary)
+    return folder
+
+
+def _write_train(folder: Path, extra: dict[str, float] | None = None) -> Path:
+    """A training folder as ``grpo-gsm8k train`` writes it: settings, metrics and completions."""
+    from grpo_gsm8k.runfiles import write_json, write_jsonl
+
+    write_json(
+        folder / "grpo_gsm8k_config.json",
+        {"grpo_config": {"max_completion_length": 16, "max_steps": 3}, "grpo_gsm8k": {}},
+    )
+    metrics = [
+        {"step": s, "reward": -1.0 + 1.27e-7 * (s == 2), "learning_rate": 5e-5, **(extra or {})}
+        for s in (1, 2, 3)
+    ]
+    write_jsonl(folder / "metrics.jsonl", metrics)
+    completions = [
+        {"step": s, "completion": text, "gold": gold, "tokens": 8, "rewards": {"format": -0.2}}
+        for s in (1, 2, 3)
+        for text, gold in QUESTIONS.values()
+    ]
+    write_jsonl(folder / "completions.jsonl", completions)
+    return folder
+
+
+def test_model_output_is_escaped_and_the_page_self_contained(tmp_path: Path) -> None:
+    """A completion holding <script> and </textarea>, in training and in an eval, is shown as
+    text: no tag from the data reaches the page."""
+    data = _data_file(tmp_path / "data" / "eval.jsonl", "{}\n")
+    runs = [_write_train(tmp_path / "train"), _write_eval(tmp_path / "eval", data)]
+    page = build_report(ReportConfig(runs=list(map(str, runs)), out=str(tmp_path / "r")))
+    html = page.read_text()
+    assert "<script" not in html.lower()  # the report has no script of its own either
+    assert "</textarea>" not in html and "<b>bold</b>" not in html and "<i>in italics" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &lt;/textarea&gt;" in html
+    assert html.count("&lt;script&gt;alert(1)") >= 2  # a training card and an eval card
+    assert "<style>" in html and "--accent" in html and '"Segoe UI"' in html  # CSS inlined, raw
+    assert 'src="data:image/png;base64,' in html and "http" not in html.split("<main>")[0]
+    assert "no number at all" in html  # the new watch flag is in the table
+    numbers = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert numbers["watch"]["eval"]["eval"]["overall"]["no_number"] == 0.25
+    assert numbers["watch"]["train"]["train"]["rates"]["no_number"] == [0.25, 0.25, 0.25]
+
+
+def test_a_flat_series_gets_a_sane_axis() -> None:
+    """A reward constant but for float noise (a spread of 1.27e-7) is drawn around its value
+    with plain tick labels, not as noise on a "1e-7" offset axis."""
+    from grpo_gsm8k.report.figures import step_figure
+    from grpo_gsm8k.report.numbers import TRAIN_METRICS
+    from grpo_gsm8k.report.runs import Run
+
+    def axis(key: str, values: list[float]) -> tuple[tuple[float, float], object, str]:
+        run = Run(Path("r"), "train", "r", data={"series": {key: dict(enumerate(values, 1))}})
+        [metric] = [m for m in TRAIN_METRICS if m.key == key]
+        fig, _ = step_figure(metric, [run], 0.6)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        formatter = ax.yaxis.get_major_formatter()
+        return ax.get_ylim(), formatter, formatter.get_offset()
+
+    limits, formatter, offset = axis("reward", [-1.0, -1.0 + 1.27e-7, -1.0])
+    assert limits == pytest.approx((-1.5, -0.5), abs=1e-6)
+    assert formatter.get_useOffset() is False and offset == ""  # type: ignore[attr-defined]
+    limits, _, offset = axis("reward_std", [0.0, 0.0, 0.0])
+    assert limits == (-1.0, 1.0) and offset == ""
+    limits, _, _ = axis("learning_rate", [5e-5, 5e-5])
+    assert limits == pytest.approx((2.5e-5, 7.5e-5))
+    limits, _, _ = axis("reward", [-1.0, -0.5, 0.2])  # a moving series keeps matplotlib's axis
+    assert limits[0] < -1.0 and 0.2 < limits[1] < 0.5
+
+
+def test_sampler_trainer_gap_is_plotted_when_logged(tmp_path: Path) -> None:
+    gap = {
+        "sampling/sampling_logp_difference/mean": 0.01,
+        "sampling/sampling_logp_difference/max": 0.3,
+        "sampling/importance_sampling_ratio/min": 0.9,
+        "sampling/importance_sampling_ratio/mean": 1.0,
+        "sampling/importance_sampling_ratio/max": 1.2,
+    }
+    logged, plain = _write_train(tmp_path / "logged", gap), _write_train(tmp_path / "plain")
+    build_report(ReportConfig(runs=[str(logged)], out=str(tmp_path / "a")))
+    for name in ("train-sampling-logp-difference", "train-sampling-importance-ratio"):
+        assert (tmp_path / "a" / f"{name}.png").is_file()
+    numbers = json.loads((tmp_path / "a" / "report.json").read_text())
+    for key, value in gap.items():
+        assert numbers["train"]["logged"][key]["value"] == [value] * 3
+    build_report(ReportConfig(runs=[str(plain)], out=str(tmp_path / "b")))
+    assert not list((tmp_path / "b").glob("train-sampling-*.png"))  # not logged: not drawn
+
+
+def test_evals_of_two_data_sets_are_paired_per_data_set(tmp_path: Path) -> None:
+    """GSM8K and GSM-Symbolic, each before and after: each eval is labelled with its data set
+    and paired only with the eval of the same data."""
+    gsm8k = _data_file(tmp_path / "gsm8k" / "eval.jsonl", '{"id": "gsm8k"}\n')
+    symbolic = _data_file(tmp_path / "gsm-symbolic" / "eval.jsonl", '{"id": "symbolic"}\n')
+    after = {**QUESTIONS, "q3": ("#### 5", "5")}
+    runs = [
+        _write_eval(tmp_path / "before-gsm8k", gsm8k),
+        _write_eval(tmp_path / "before-sym", symbolic),
+        _write_eval(tmp_path / "after-gsm8k", gsm8k, after),
+        _write_eval(tmp_path / "after-sym", symbolic, after),
+    ]
+    page = build_report(ReportConfig(runs=list(map(str, runs)), out=str(tmp_path / "r")))
+    numbers = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [(p["a"], p["b"], p["dataset"]) for p in numbers["paired"]] == [
+        ("before-gsm8k", "after-gsm8k", "gsm8k"),
+        ("before-sym", "after-sym", "gsm-symbolic"),
+    ]
+    assert all(p["metrics"]["accuracy_flexible"]["fixed"] == 1 for p in numbers["paired"])
+    assert numbers["eval"]["after-sym"]["dataset_label"] == "gsm-symbolic"
+    assert list(numbers["eval"]) == ["before-gsm8k", "after-gsm8k", "before-sym", "after-sym"]
+    html = page.read_text()
+    assert "<th>before-sym (gsm-symbolic)</th>" in html and "(gsm8k)</h3>" in html
+
+    # all on the same data: every eval after the first is paired with the first, as ever
+    same = [_write_eval(tmp_path / f"same-{i}", gsm8k) for i in range(3)]
+    build_report(ReportConfig(runs=list(map(str, same)), out=str(tmp_path / "s")))
+    numbers = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert [(p["a"], p["b"]) for p in numbers["paired"]] == [
+        ("same-0", "same-1"),
+        ("same-0", "same-2"),
+    ]
+    assert "dataset" not in numbers["paired"][0]
+
+
+def test_a_summary_from_another_tool_is_one_line_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data_file(tmp_path / "data" / "eval.jsonl", "{}\n")
+    run = _write_eval(tmp_path / "eval", data)
+    summary = run / "summary.json"
+    good = json.loads(summary.read_text())
+    out = tmp_path / "out"
+    nan = float("nan")
+    cases = [  # (changed fields, what the error says); json.dumps writes NaN and Infinity
+        ({"results": {"gsm8k": {"exact_match": 0.5}}}, "missing field 'n'"),
+        ({**good, "accuracy": {"strict": "0.5"}}, "field 'accuracy.strict' must be a number"),
+        ({**good, "accuracy": {"strict": 0.5}}, "missing field 'accuracy.flexible'"),
+        ({**good, "format_rate": nan}, "field 'format_rate' is not a finite number"),
+        ({**good, "n": "four"}, "field 'n' must be a whole number"),
+        ({**good, "generation_s": float("inf")}, "field 'generation_s' is not a finite"),
+        ({**good, "ci95": {"strict": [0.1]}}, "field 'ci95.strict' must be a pair of rates"),
+        ({**good, "decoding": "greedy"}, "field 'decoding' must be an object"),
+        ({**good, "pass@k": {"pass@1": {"strict": nan}}}, "field 'pass@k.pass@1.strict' is"),
+    ]
+    for obj, expected in cases:
+        summary.write_text(json.dumps(obj))
+        line = _error(capsys, ["report", str(run), "--out", str(out)])
+        assert line.startswith(f"grpo-gsm8k report: error: {summary}: ") and expected in line, line
+    assert not out.exists()  # nothing written
+
+
+def test_an_interrupted_eval_says_how_to_finish_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data_file(tmp_path / "data" / "eval.jsonl", "{}\n")
+    run = _write_eval(tmp_path / "eval", data)
+    (run / "summary.json").unlink()  # killed before the end: no summary yet
+    with (run / "samples.jsonl").open("a") as f:
+        f.write('{"id": "q5", "compl')
+    assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 0
+    numbers = json.loads((tmp_path / "r" / "report.json").read_text())
+    notes = numbers["inputs"][0]["notes"]
+    assert notes[0] == (
+        "samples.jsonl: skipped the unfinished line 5: the eval was interrupted; rerun the same "
+        f"`grpo-gsm8k eval ... --out {run}` to resume"
+    )
+    assert numbers["eval"]["eval"]["n"] == 4
+    assert (run / "samples.jsonl").read_text().endswith('"compl')  # read, never rewritten
+    assert "the eval was interrupted" in (tmp_path / "r" / "report.html").read_text()
 
 
 # --------------------------------------------------------------- a real run and real evals

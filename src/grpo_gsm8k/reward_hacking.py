@@ -11,10 +11,12 @@ from the completion text alone (and, for the token limit, from the generator's o
   whitespace is collapsed, appears :data:`MIN_REPEATS` times or more (degenerate looping);
 - ``answers_disagree``: the strict and the flexible grader both find a number and the numbers
   differ (e.g. a ``#### 5`` line followed by "the answer is 7");
+- ``no_number``: the completion holds no number at all (what the flexible grader would read as an
+  answer), e.g. a collapse to short non-answers;
 - ``hit_token_limit``: the completion stopped at the token limit (not a text property; the caller
   passes it).
 
-:func:`text_flags` computes the four text flags of one completion; :func:`flag_rates` turns many
+:func:`text_flags` computes the five text flags of one completion; :func:`flag_rates` turns many
 completions' flags into shares.
 """
 
@@ -35,6 +37,7 @@ FLAGS: dict[str, str] = {
     "hit_token_limit": "hit the token limit",
     "repeated_lines": f"a line repeated (≥{MIN_REPEAT_CHARS} chars, ≥{MIN_REPEATS}×)",
     "answers_disagree": "strict and flexible answers differ",
+    "no_number": "no number at all",
 }
 
 _SPACE = re.compile(r"\s+")
@@ -71,6 +74,11 @@ def answers_disagree(text: str) -> bool:
     return flexible is not None and not same_number(flexible, strict)
 
 
+def no_number(text: str) -> bool:
+    """Whether the completion holds no number that the flexible grader could take as an answer."""
+    return extract_flexible(text) is None
+
+
 def text_flags(text: str) -> dict[str, bool]:
     """The text-only flags of one completion (every key of :data:`FLAGS` but hit_token_limit)."""
     return {
@@ -78,6 +86,7 @@ def text_flags(text: str) -> dict[str, bool]:
         "text_after_answer": text_after_answer(text),
         "repeated_lines": repeated_lines(text),
         "answers_disagree": answers_disagree(text),
+        "no_number": no_number(text),
     }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ..data import DataError
 from ..runfiles import output_dir, provenance, read_jsonl, write_json, write_jsonl
@@ -45,13 +45,16 @@ class CompareConfig:
     )
 
 
-def load_run(run: str) -> dict[str, dict[str, Any]]:
-    """The samples.jsonl rows of an eval output folder, by id."""
+def load_run(
+    run: str, torn_tail: Literal["error", "skip"] = "error", notes: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The samples.jsonl rows of an eval output folder, by id (``torn_tail`` and ``notes`` as in
+    :func:`grpo_gsm8k.runfiles.read_jsonl`: ``skip`` reads an interrupted or live eval)."""
     path = Path(run) / "samples.jsonl"
     if not Path(run).is_dir():
         raise DataError(f"{run}: no such eval folder")
     rows: dict[str, dict[str, Any]] = {}
-    for lineno, row in read_jsonl(path):
+    for lineno, row in read_jsonl(path, torn_tail=torn_tail, notes=notes):
         where = f"{path}:{lineno}"
         if "id" not in row:
             raise DataError(f"{where}: missing field 'id'")
@@ -87,9 +90,11 @@ def compare_runs(config: CompareConfig) -> dict[str, Any]:
     return summary
 
 
-def pair_runs(run_a: str, run_b: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def pair_runs(
+    run_a: str, run_b: str, torn_tail: Literal["error", "skip"] = "error"
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The numbers of compare.json and the rows of compare.jsonl, without writing anything."""
-    a, b = load_run(run_a), load_run(run_b)
+    a, b = load_run(run_a, torn_tail), load_run(run_b, torn_tail)
     common = [i for i in a if i in b]
     if not common:
         raise DataError(f"{run_a} and {run_b} share no question ids")
