@@ -125,10 +125,12 @@ class MatchedVLLMGeneration(VLLMGeneration):
         from trl.generation import vllm_generation
 
         self.dtype = compute_dtype(self.precision, self.model)
-        original, dtype = vllm_generation.LLM, self.dtype
+        original, dtype = getattr(vllm_generation, "LLM", None), self.dtype
+        if original is None:  # vLLM is not installed: TRL says so
+            return super()._init_vllm()
 
         def llm(*args: Any, **kwargs: Any) -> Any:  # TRL's LLM(...) call, with the dtype
-            return original(*args, dtype=dtype, **kwargs)  # type: ignore[arg-type]
+            return original(*args, dtype=dtype, **kwargs)
 
         vllm_generation.LLM = llm  # type: ignore[misc,assignment]
         try:
