@@ -75,6 +75,10 @@ ADVERSARIAL = [
     ("answer line with another marker on it", f"{WORK}\n#### 18 (the answer is 19)"),
     ("answer line with a unit", f"{WORK}\n#### 18 dollars"),
     ("answer line inside a sentence", f"{WORK} So the result: #### 18"),
+    ("hedge on the answer line, then one line", f"{WORK}\n#### 18 or 19\nThe answer is: 18."),
+    ("reason on the answer line", f"{WORK}\n#### 18 pens because 9 * 2 = 18"),
+    ("reason on the answer line, then one line", f"{WORK}\n#### 18 pens because\nshe sells 9."),
+    ("answer line, then a second marker line", f"{WORK}\n#### 18\n#### Step 2: done"),
     ("boxed answer only", f"{WORK[:-4]} \\boxed{{18}}."),
     ("answer only: too short", "#### 18"),
     ("spaces padding the answer line", "####" + " " * 40 + "18"),
@@ -117,10 +121,17 @@ def test_format_partial_is_a_ladder() -> None:
         f"{WORK}\n#### 18\n#### 18",  # repeated
         f"#### 0\n{WORK}\n\\boxed{{18}}",  # a throwaway line: not the graded number
         f"{WORK}\n#### 18\nThe answer is: 18.\n\nMore words.",  # more text after the answer
+        f"{WORK}\n#### 18 or 19\nThe answer is: 18.",  # a hedged answer line, then one line
+        f"{WORK}\n#### 18 pens because\nshe sells 9 * 2 = 18.",  # a reason on the answer line
+        f"{WORK}\n#### 18 and maybe 19 pens",  # a hedge, nothing after it
+        f"{WORK}\n#### 18\n#### Step 2: done",  # the one more line is a marker line
+        f"{WORK}\n#### 18\nThe answer is: 19.",  # the one more line reads another number
         f"{WORK}\n#### 18\n\nThe answer is: 18.\n",  # one answer line, one line, a stop
+        f"{WORK}\n**#### 18**\nSo she makes $18 a day.",  # an allowed spelling, one line
         f"{WORK}\n#### 18",  # the format asked for
     ]
-    assert fmt(["p"] * 6, completions, gold=["18"] * 6) == [-0.2, -0.2, -0.2, -0.2, 0.0, 0.2]
+    bad = [-0.2] * 9
+    assert fmt(["p"] * 12, completions, gold=["18"] * 12) == [*bad, 0.0, 0.0, 0.2]
 
 
 @pytest.mark.parametrize(
@@ -132,3 +143,47 @@ def test_honest_spellings_of_the_answer_line_get_the_full_reward(answer: str) ->
     (fmt,) = make_reward_funcs(["format"])
     chat = [{"role": "assistant", "content": f"{WORK}\n{answer}"}]
     assert fmt([[{"role": "user", "content": "q"}]], [chat], gold=["18"]) == [0.2]
+
+
+# ------------------------------------------------------------- the published seed rewards
+
+
+def test_seed_answer_is_the_published_rule() -> None:
+    """The first digit run after the first ``####``, else the last digit run anywhere."""
+    from grpo_gsm8k.rewards import seed_answer
+
+    cases = {
+        "so 9 * 2 = 18\n#### 18": 18,
+        "#### 0\nthen 9 * 2 = \\boxed{18}": 0,  # the first marker wins
+        "#### Step 2: add 5 and 7\n#### 12": 2,  # any digits after the first ####
+        "#### the end, 16 - 7 = 9": 16,
+        "####\nno digit after it? 3 then 4": 3,  # the first digit run after ####, even later
+        "#### none at all": None,
+        "the total is 1,080 dollars": 80,  # digit runs only: commas split numbers
+        "#### 1,080": 1,
+        "#### -3": 3,  # signs are not read
+        "#### 2.5": 2,
+        "it costs 7 dollars, then 9": 9,  # no ####: the last digit run
+        "no number": None,
+        "": None,
+    }
+    assert {text: seed_answer(text) for text in cases} == cases
+
+
+def test_seed_rewards_pay_what_the_published_script_paid() -> None:
+    fmt, acc, length = make_reward_funcs(["format_seed", "accuracy_seed", "length_seed"])
+    completions = [
+        "9 * 2 = 18 so the answer is\n#### 18",  # right, with ####
+        "#### Step 1: 9 eggs\n9 * 2 = 18 dollars a day",  # '####' + the first digits 1: wrong
+        "She makes 9 * 2 = 18 dollars a day.",  # no ####: the last number, right
+        "#### 18",  # right but short: raw length 7
+        "         #### 18           \n\n\n    ",  # whitespace counts in the raw length
+        "#### -3 degrees, surely",  # gold -3: signs are not read, never right
+    ]
+    gold = ["18", "18", "18", "18", "18", "-3"]
+    prompts = ["p"] * len(completions)
+    assert fmt(prompts, completions, gold=gold) == [0.2, 0.2, -0.2, 0.2, 0.2, 0.2]
+    assert acc(prompts, completions, gold=gold) == [1.0, -1.0, 1.0, 1.0, 1.0, -1.0]
+    assert length(prompts, completions, gold=gold) == [0.0, 0.0, 0.0, -0.5, 0.0, -0.5]
+    chat = [[{"role": "assistant", "content": c}] for c in completions[:1]]
+    assert acc([[{"role": "user", "content": "q"}]], chat, gold=["18"]) == [1.0]

@@ -202,7 +202,15 @@ def choose_training(
     units, 1.4x without. bf16 autocast only where the CPU has bf16 units (``avx512_bf16`` /
     ``amx_bf16``); elsewhere bf16 takes slow paths in torch and vLLM, so fp32. Without AVX-512:
     fp32 with transformers generation. On a GPU nothing is chosen here: TRL's defaults and the
-    recipe apply."""
+    recipe apply.
+
+    TRL's importance-sampling correction of vLLM samples stays on (TRL's default) except where
+    sampler and learner are both fp32 (vLLM-CPU in fp32, fp32 trainer): there the engine's and
+    the trainer's log-probs of sampled tokens agree to ~1e-5 per token, ~1e-3 per 128-token
+    completion (BENCHMARKS.md, *Sampler/learner gap*), so the correction's extra forward pass per
+    step would correct nothing. In bf16 the engine (bf16 weights, its own kernels) and the
+    trainer (bf16 autocast over fp32 weights) differ by ~0.04 per token and ~0.5 per completion
+    on average (importance weights 0.2-4.4 per completion), which the correction reweights."""
     machine = machine or Machine.probe()
     where = machine.describe()
     if machine.gpu:
@@ -228,7 +236,20 @@ def choose_training(
             {"bf16": bf16, "use_vllm": False},
             f"{where}: {precision}; {error}, so transformers generation",
         )
+    settings: dict[str, Any] = {"bf16": bf16, "use_vllm": True, "vllm_mode": "colocate"}
+    if bf16:
+        correction = (
+            "TRL's importance-sampling correction on (vLLM samples in bf16, the trainer "
+            "computes under bf16 autocast: their log-probs differ)"
+        )
+    else:
+        settings["vllm_importance_sampling_correction"] = False
+        correction = (
+            "importance-sampling correction off: sampler and learner are both fp32 and agree "
+            "to ~1e-5 in log-prob per token"
+        )
     return TrainingChoice(
-        {"bf16": bf16, "use_vllm": True, "vllm_mode": "colocate"},
-        f"{where}: {precision} and vLLM generation (colocated, {'bf16' if bf16 else 'fp32'})",
+        settings,
+        f"{where}: {precision} and vLLM generation (colocated, {'bf16' if bf16 else 'fp32'}); "
+        + correction,
     )

@@ -6,6 +6,11 @@
     turn instead).
 ``raw``
     Plain text for base models without a chat template (:data:`RAW_TEMPLATE`).
+``seed``
+    The published seed scripts' raw prompt, byte for byte: :data:`SEED_INSTRUCTION`, one space,
+    the question; no chat template, no system turn (:data:`SEED_TEMPLATE`). Their baseline eval
+    and their training sent exactly this text; it is here to reproduce their numbers like for
+    like, not as our template.
 ``auto``
     chat when the tokenizer has a chat template, else raw; resolved once by
     :func:`resolve_prompt_style`, wherever the value comes from (CLI or recipe).
@@ -23,13 +28,22 @@ from typing import Any, Literal
 from .errors import UserError
 from .runfiles import sha256_text
 
-PromptStyle = Literal["chat", "raw"]
-PROMPT_STYLES = ("chat", "raw", "auto")
+PromptStyle = Literal["chat", "raw", "seed"]
+PROMPT_STYLES = ("chat", "raw", "seed", "auto")
 SYSTEM_PROMPT = (
     "You are a careful math tutor. Solve the problem step by step, then write the final answer "
     "as a number on its own last line in the form '#### <number>'."
 )
 RAW_TEMPLATE = "{system}\n\nQuestion: {question}\nAnswer:"
+# The instruction of the published seed scripts, copied byte for byte from ``PROMPT`` in
+# ``prepare_gsm8k.py`` of the public grpo_gsm8k repository (ishanjmukherjee/gsm8k-grpo, July
+# 2025), which wrote ``PROMPT + " " + question`` into every train and eval row.
+SEED_INSTRUCTION = (
+    "You are a careful math tutor. Show concise reasoning, then write your final answer on its "
+    "own line, prefixed by four hash marks. For example, if the final answer is 8, your last "
+    "line should be #### 8."
+)
+SEED_TEMPLATE = SEED_INSTRUCTION + " {question}"
 
 Message = dict[str, str]
 
@@ -42,6 +56,8 @@ def resolve_prompt_style(style: str, tokenizer: Any) -> PromptStyle:
         return "chat"
     if style == "raw":
         return "raw"
+    if style == "seed":
+        return "seed"
     raise UserError(f"prompt style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
 
 
@@ -55,10 +71,19 @@ def raw_prompt(question: str) -> str:
     return RAW_TEMPLATE.format(system=SYSTEM_PROMPT, question=question)
 
 
+def seed_prompt(question: str) -> str:
+    """The published seed prompt: their instruction, one space, the question."""
+    return SEED_TEMPLATE.format(question=question)
+
+
 def render_messages(messages: list[Message], tokenizer: Any, style: PromptStyle) -> str:
     """The exact text sent to the model for a conversation (system, user, assistant, ... user).
 
-    raw: the system text, then ``Question:``/``Answer:`` pairs, ending with ``Answer:``."""
+    raw: the system text, then ``Question:``/``Answer:`` pairs, ending with ``Answer:``.
+    seed: the seed prompt of the first question; later turns follow, one per paragraph."""
+    if style == "seed":
+        said = [m["content"].strip() for m in messages if m["role"] != "system"]
+        return "\n\n".join([seed_prompt(said[0]), *said[1:]]) if said else seed_prompt("")
     if style == "raw":
         system = next((m["content"] for m in messages if m["role"] == "system"), SYSTEM_PROMPT)
         turns: list[str] = []
@@ -83,6 +108,8 @@ def render_prompt(question: str, tokenizer: Any, style: PromptStyle) -> str:
     """The exact text sent to the model for one GSM8K question."""
     if style == "raw":
         return raw_prompt(question)
+    if style == "seed":
+        return seed_prompt(question)
     return render_messages(chat_messages(question), tokenizer, style)
 
 
@@ -109,11 +136,16 @@ def text_for_special_tokens(tokenizer: Any, text: str) -> str:
 
 def prompt_template(style: PromptStyle, tokenizer: Any, system: str = SYSTEM_PROMPT) -> dict:
     """The template's identity, recorded in eval summaries and training configs (as
-    lm-evaluation-harness does): style and sha256 of the system prompt and chat template."""
+    lm-evaluation-harness does): style and sha256 of the system prompt and chat template; the
+    seed style records its own instruction as the system prompt and the sha256 of
+    :data:`SEED_TEMPLATE`."""
     chat_template = getattr(tokenizer, "chat_template", None) if style == "chat" else None
-    return {
+    identity = {
         "style": style,
-        "system_prompt_sha256": sha256_text(system),
+        "system_prompt_sha256": sha256_text(SEED_INSTRUCTION if style == "seed" else system),
         "chat_template_sha256": sha256_text(str(chat_template)) if chat_template else None,
         "raw_template_sha256": sha256_text(RAW_TEMPLATE) if style == "raw" else None,
     }
+    if style == "seed":  # only here, so the records of the other styles stay as they were
+        identity["seed_template_sha256"] = sha256_text(SEED_TEMPLATE)
+    return identity

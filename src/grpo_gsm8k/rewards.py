@@ -2,7 +2,8 @@
 
 Each has TRL's signature ``f(prompts, completions, **dataset_columns) -> list[float]``; completions
 are strings (plain prompts) or chat-message lists (conversational prompts). They read answers with
-the grader in :mod:`grpo_gsm8k.grading`; there is no second parser.
+the grader in :mod:`grpo_gsm8k.grading`; the one exception is :func:`seed_answer`, the published
+seed scripts' own rule, which only the ``*_seed`` rewards use.
 
 accuracy
     ``correct`` (+1) when the answer equals the row's ``gold``, else ``wrong`` (-1).
@@ -12,24 +13,41 @@ format
     number the accuracy reward graded (:func:`grpo_gsm8k.grading.answer_line`); else
     ``format_bad`` (-0.2). A throwaway ``#### 0``, repeated or hedged answer lines, and text after
     the answer line all earn ``format_bad``; except that ``format_partial`` (by default also -0.2)
-    goes to a completion with exactly one answer line, of the graded number, followed by one
-    more line (``#### 18\nThe answer is: 18.``). Set between the two (the CPU recipe: 0.0) it is a
-    ladder for a model that rarely writes the whole format yet: one answer line and a stop soon
-    after beat none, and only stopping on it earns ``format_ok``; repeated answer lines and longer
-    text after the answer line stay at ``format_bad``.
+    goes to one shape only: that same well-formed answer line (``#### 18``, nothing else on it),
+    then exactly one more non-blank line without ``####``, then the end (``#### 18\nThe answer
+    is: 18.``). A hedged or annotated answer line (``#### 18 or 19``, ``#### 18 pens because
+    ...``) followed by a line is not that shape and earns ``format_bad``. Set between the two (the
+    CPU recipe: 0.0) the rung is a ladder for a model that rarely writes the whole format yet:
+    one answer line and a stop soon after beat none, and only stopping on it earns ``format_ok``.
 format_published
-    The published format reward: ``format_ok`` when the completion has any ``#### <number>``
-    (the strict rule: ``####`` directly followed by a number), wherever and whatever the number.
+    A stricter reading of the published format reward: ``format_ok`` when the completion has any
+    ``#### <number>`` (``####`` directly followed by a number), wherever and whatever the number.
     A policy can game it (a throwaway ``#### 0`` beside a ``\\boxed{}`` answer earns it).
 length
     ``short_penalty`` (-0.5) when the completion, with runs of whitespace counted as one space, is
     shorter than ``min_chars`` (30), else 0.
+
+The ``*_seed`` rewards are the published seed scripts' three reward functions (``train_grpo.py``
+of the public grpo_gsm8k repository), reimplemented from their documented behaviour so that the
+seed recipes (``recipes/seed/``) pay what the published runs paid; they are not our protocol:
+
+format_seed
+    ``format_ok`` when the text contains the substring ``####`` anywhere (``#### Step 2`` too),
+    else ``format_bad``.
+accuracy_seed
+    ``correct`` when :func:`seed_answer` equals the gold as an integer, else ``wrong``. Their rule
+    reads digit runs only (``1,080`` is 1, ``-3`` is 3, ``2.5`` is 2), so a negative gold is
+    never matched, as in the published runs (every GSM8K gold is an integer).
+length_seed
+    ``short_penalty`` when the raw completion (whitespace counted as is) is shorter than
+    ``min_chars``, else 0.
 
 Weights between them are TRL's ``reward_weights``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -45,8 +63,10 @@ from .grading import (
 )
 
 RewardFunc = Callable[..., list[float]]
-REWARD_NAMES = ("accuracy", "format", "format_published", "length")  # every reward
+SEED_REWARDS = ("format_seed", "accuracy_seed", "length_seed")  # the published order
+REWARD_NAMES = ("accuracy", "format", "format_published", "length", *SEED_REWARDS)  # every reward
 DEFAULT_REWARDS = ("accuracy", "format", "length")
+_DIGITS = re.compile(r"\d+")
 
 
 @dataclass
@@ -86,6 +106,33 @@ def completion_text(completion: Any) -> str:
     raise TypeError(f"unsupported completion type {type(completion).__name__}")
 
 
+def seed_answer(text: str) -> int | None:
+    """The published seed scripts' answer rule (``extract_answer`` in their ``math_utils.py``),
+    from its documented behaviour: the first run of digits after the *first* ``####``; when
+    there is no ``####``, or no digit after it, the last run of digits in the whole text; None
+    when the text has no digit. Signs, commas and decimal points are not read."""
+    _, marker, after = text.partition("####")
+    if marker:
+        first = _DIGITS.search(after)
+        if first:
+            return int(first.group())
+    numbers = _DIGITS.findall(text)
+    return int(numbers[-1]) if numbers else None
+
+
+def _as_int(gold: str) -> int | None:
+    try:
+        return int(gold)
+    except ValueError:
+        return None
+
+
+def _answer_then_one_line(text: str) -> bool:
+    """The rung's shape: a well-formed last answer line, then one more line without ``####``."""
+    head, _, last = text.rstrip().rpartition("\n")
+    return "####" not in last and answer_line(head) is not None
+
+
 def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) -> list[RewardFunc]:
     """The reward functions called ``names`` (from :data:`REWARD_NAMES`), in order."""
     s = settings or RewardSettings()
@@ -107,8 +154,10 @@ def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) 
                 out.append(s.format_bad)
             elif answer_line(text) is not None:  # that one line ends the completion
                 out.append(s.format_ok)
+            elif marker[1] == 1 and _answer_then_one_line(text):
+                out.append(s.format_partial)
             else:
-                out.append(s.format_partial if marker[1] <= 1 else s.format_bad)
+                out.append(s.format_bad)
         return out
 
     def format_published(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
@@ -123,11 +172,31 @@ def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) 
             for c in completions
         ]
 
+    def format_seed(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        return [s.format_ok if "####" in completion_text(c) else s.format_bad for c in completions]
+
+    def accuracy_seed(
+        prompts: list[Any], completions: list[Any], gold: list[str], **_: Any
+    ) -> list[float]:
+        out = []
+        for c, g in zip(completions, gold, strict=True):
+            answer = seed_answer(completion_text(c))
+            out.append(s.correct if answer is not None and answer == _as_int(g) else s.wrong)
+        return out
+
+    def length_seed(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        return [
+            s.short_penalty if len(completion_text(c)) < s.min_chars else 0.0 for c in completions
+        ]
+
     table: dict[str, RewardFunc] = {
         "accuracy": accuracy,
         "format": format,
         "format_published": format_published,
         "length": length,
+        "format_seed": format_seed,
+        "accuracy_seed": accuracy_seed,
+        "length_seed": length_seed,
     }
     unknown = [n for n in names if n not in table]
     if unknown:

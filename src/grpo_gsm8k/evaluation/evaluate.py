@@ -73,11 +73,12 @@ class EvalConfig:
             "GPUs and AVX-512 CPUs when it imports, else hf; see grpo_gsm8k.hardware)"
         },
     )
-    prompt: Literal["chat", "raw", "auto"] = field(
+    prompt: Literal["chat", "raw", "seed", "auto"] = field(
         default="chat",
         metadata={
-            "help": "chat template + system prompt, raw text for base models, or auto (chat "
-            "when the tokenizer has a chat template)"
+            "help": "chat template + system prompt, raw text for base models, seed (the published "
+            "seed scripts' raw prompt, byte for byte), or auto (chat when the tokenizer has a "
+            "chat template)"
         },
     )
     max_new_tokens: int = field(default=1024, metadata={"help": "new tokens per completion"})

