@@ -23,7 +23,6 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, out, err
 
 
-
 def _fake_run(folder: Path, outcomes: list[tuple[str, bool, bool]]) -> Path:
     """An eval folder written by hand: (id, correct, format_ok) per question."""
     folder.mkdir()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,50 @@ def test_eval_bad_input(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFi
     _bad(["eval", "smollm2-135m", *data, "--temperature", "0.7"], capsys, "need --samples")
     _bad(["eval", "smollm2-135m", *data, "--top-p", "0.9"], capsys, "need --samples")
     assert not (tmp_path / "x" / "samples.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------------- grade
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "g.jsonl"
+    bad.write_text('{"completion": "#### 3", "answer": "3"}\n{"completion": 1}\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpo_gsm8k.cli", "grade", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""  # nothing half-written
+    assert (
+        proc.stderr.strip()
+        == f"grpo-gsm8k grade: error: {bad}:2: field 'completion' must be a string"
+    )
+
+
+def test_grade_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "g.jsonl"
+    f.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"completion": "#### 11\nno, the answer is 18", "answer": "x\n#### 18", "id": 1},
+                {"completion": "It is $1,080.", "answer": "1,080"},
+                {"completion": "#### -3", "answer": "3"},
+            ]
+        ),
+    )
+    assert main(["grade", str(f)]) == 0
+    out, err = capsys.readouterr()
+    graded = [json.loads(line) for line in out.splitlines()]
+    assert [g["pred_strict"] for g in graded] == ["11", None, "-3"]
+    assert [g["correct_flexible"] for g in graded] == [True, True, False]
+    assert graded[0]["id"] == 1
+    assert "graded 3 rows" in err and "strict 0.0%" in err and "flexible 66.7%" in err
+    assert main(["grade", str(f), "--mode", "strict"]) == 0
+    assert "pred_flexible" not in capsys.readouterr().out
+    assert main(["grade", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: file not found" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------- vLLM
