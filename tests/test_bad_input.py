@@ -447,3 +447,16 @@ def test_eval_negative_shard_duplicate_ids_and_grade_numeric_answers(
         code, stdout, err = run(["grade", str(graded)], capsys)
         assert f"{graded}:1: field 'answer'" in one_error_line(code, err, "grade")
         assert stdout == ""
+
+
+def test_train_data_with_duplicate_ids_is_refused(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dup = tmp_path / "train.jsonl"
+    lines = (prepared / "train.jsonl").read_text().splitlines(keepends=True)[:8]
+    dup.write_text("".join([*lines, lines[5]]))
+    out = tmp_path / "out"
+    code, _, err = run([*_train(prepared, out), "--train_file", str(dup)], capsys)
+    line = one_error_line(code, err, "train")
+    assert f"{dup}:9: duplicate id 'train-0005' (also on line 6)" in line
+    assert not out.exists()

@@ -2,7 +2,7 @@
 ``grpo-gsm8k grade``: re-grade saved generations from any tool.
 
 :class:`EvalConfig` is every option of ``eval`` (the CLI is generated from it); :func:`run_eval`
-is the command, in three steps: the run's setup (model, tokenizer, prompt, hardware choice: its
+is the command: the run's setup (model, tokenizer, prompt, hardware choice; together its
 identity), opening the run folder (:mod:`.run_folder`: start, resume or refuse, before the model
 loads), generating the missing rows chunk by chunk (appended to ``samples.jsonl``), and the
 summary (:mod:`.summary`). Grading itself is :mod:`grpo_gsm8k.grading`'s.
@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from ..data import DataError, Example, load_prepared
 from ..errors import UserError
@@ -262,38 +262,48 @@ def run_eval(config: EvalConfig) -> EvalSummary:
     out = Path(config.out) if config.out else default_out_dir(config.model)
     check_output_dir(out)  # before the model resolves, which can take minutes
     setup = eval_setup(config, sampling)
-    run = open_run(out, setup.identity, {e.id for e in examples})
-    if run.finished is not None:
-        print(f"{out}: already complete ({run.finished['n']} questions); summary below")
-        print_summary(run.finished)
-        return run.finished  # type: ignore[return-value]
-    todo = run.todo(examples)
-    if run.rows:
-        print(f"{out}: resuming, {len(run.rows)} questions done, {len(todo)} to go")
-    load_s = None
+    run: RunFolder | None = None
     try:
-        if todo:
-            backend, load_s = load_model(setup, run)
-            try:
-                generate_rows(backend, setup, run, todo, len(examples))
-            finally:
-                backend.close()
-        wanted = {e.id for e in examples}
-        scored = [r for r in run.rows if r["id"] in wanted]
-        summary = build_summary(
-            scored, setup=setup.summary_setup(), out=out, resumed_rows=len(scored) - len(todo),
-            model_load_s=load_s, total_s=time.perf_counter() - started, data=setup.data,
-            prompt_template=setup.template,
-        )  # fmt: skip
-        write_json(out / SUMMARY, summary)
+        run = open_run(out, setup.identity, {e.id for e in examples})
+        if run.finished is not None:
+            print(f"{out}: already complete ({run.finished['n']} questions); summary below")
+            print_summary(run.finished)
+            return cast(EvalSummary, run.finished)
+        summary = complete_run(setup, run, examples, started)
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
+        kept = len(run.rows) if run else 0
         raise EvalError(
-            f"{out}: no space left on the device; {len(run.rows)} of {len(examples)} questions "
-            f"are kept in {SAMPLES}: free some space and rerun the same command to resume"
+            f"{out}: no space left on the device; {kept} of {len(examples)} questions are kept "
+            f"in {SAMPLES}: free some space and rerun the same command to resume"
         ) from None
     print_summary(summary)
+    return summary
+
+
+def complete_run(
+    setup: EvalSetup, run: RunFolder, examples: list[Example], started: float
+) -> EvalSummary:
+    """Generate the questions ``run`` lacks, then write and return the summary."""
+    todo = run.todo(examples)
+    if run.rows:
+        print(f"{run.path}: resuming, {len(run.rows)} questions done, {len(todo)} to go")
+    load_s = None
+    if todo:
+        backend, load_s = load_model(setup, run)
+        try:
+            generate_rows(backend, setup, run, todo, len(examples))
+        finally:
+            backend.close()
+    wanted = {e.id for e in examples}
+    scored = [r for r in run.rows if r["id"] in wanted]
+    summary = build_summary(
+        scored, setup=setup.summary_setup(), out=run.path, resumed_rows=len(scored) - len(todo),
+        model_load_s=load_s, total_s=time.perf_counter() - started, data=setup.data,
+        prompt_template=setup.template,
+    )  # fmt: skip
+    write_json(run.path / SUMMARY, summary)
     return summary
 
 
