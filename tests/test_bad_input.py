@@ -268,3 +268,197 @@ def test_sigkill_then_resume_has_no_duplicate_step(prepared: Path, tmp_path: Pat
     assert not any(r.get("stale") for r in rows)
     steps = [r["step"] for r in rows if "rewards/format/mean" in r]
     assert steps == list(range(1, 5))
+
+
+# ------------------------------------------------------------- eval, merge, grade: identity
+
+
+def _eval_argv(prepared: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "eval", "smollm2-135m", "--data", str(prepared / "eval.jsonl"), "--backend", "hf",
+        "--max-new-tokens", "4", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_eval_disk_full_keeps_rows_then_refuses_other_settings_then_resumes(
+    prepared: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    from grpo_gsm8k.evaluation import evaluate
+
+    out = tmp_path / "X"
+    argv = _eval_argv(prepared, out, "--limit", "2", "--dtype", "float32", "--chunk-size", "1")
+    appends = []
+    real_append = evaluate.append_jsonl
+
+    def append_then_fill_the_disk(path: Path, rows: list) -> None:
+        appends.append(path)
+        if len(appends) == 1:
+            return real_append(path, rows)
+        with open(path, "a") as f:
+            f.write('{"id": "test-0001", "que')  # part of the chunk got out before the disk filled
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluate, "append_jsonl", append_then_fill_the_disk)
+    code, _, err = run(argv, capsys)
+    # the progress bars of the generation before the disk filled, then the one error line
+    line = one_error_line(code, err.strip().splitlines()[-1], "eval")
+    assert "Traceback" not in err and err.count("error") == 1
+    assert line.endswith(
+        f"{out}: no space left on the device; 1 of 2 questions are kept in samples.jsonl: free "
+        "some space and rerun the same command to resume"
+    )
+    rows = (out / "samples.jsonl").read_text().splitlines(keepends=True)
+    assert len(rows) == 1 and rows[0].endswith("\n")  # the partial chunk is cut off again
+    assert not (out / "summary.json").exists()
+    monkeypatch.undo()
+
+    before = _files(out)
+    for change, message in [
+        (["--dtype", "bfloat16"], "(dtype differ): recorded dtype=float32, now dtype=bfloat16"),
+        (["--limit", "3"], "(limit differ): recorded limit=2, now limit=3"),
+        (["--backend", "auto", "--max-new-tokens", "5"], "differ"),
+    ]:
+        code, _, err = run([*argv, *change], capsys)
+        assert message in one_error_line(code, err, "eval")
+        assert _files(out) == before  # nothing mixed in, nothing rewritten
+
+    code, stdout, _ = run(argv, capsys)
+    assert code == 0 and "resuming, 1 questions done, 1 to go" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n"], summary["resumed_rows"]) == (2, 1)
+    assert summary["identity"]["dtype"] == "float32" and summary["identity"]["limit"] == 2
+    assert len(summary["identity"]["model_sha256"]) == 64
+
+    # a finished run is never rewritten by a different one
+    before = _files(out)
+    code, _, err = run(_eval_argv(prepared, out, "--limit", "1", "--dtype", "float32"), capsys)
+    assert "(limit differ)" in one_error_line(code, err, "eval")
+    assert _files(out) == before
+
+
+def test_eval_over_a_finished_merged_run_is_refused(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_merge import fake_shard
+
+    from grpo_gsm8k.evaluation.evaluate import EvalConfig, eval_setup
+
+    # the identity this machine's eval has, as two shards of a 4-question run record it
+
+    config = EvalConfig(
+        model="smollm2-135m", data=str(prepared / "eval.jsonl"), backend="hf", dtype="float32",
+        max_new_tokens=4, limit=4,
+    )  # fmt: skip
+    identity = eval_setup(config, config.check()).identity
+    ids = [f"test-000{i}" for i in range(4)]
+    same = {k: v for k, v in identity.items() if k != "shard"}
+    shards = [fake_shard(tmp_path / f"s{i}", i, 2, ids[i::2], **same) for i in (0, 1)]
+    merged = tmp_path / "D"
+    assert main(["merge", *map(str, shards), "--out", str(merged)]) == 0
+    before = _files(merged)
+    code, _, err = run(_eval_argv(prepared, merged, "--limit", "2", "--dtype", "float32"), capsys)
+    line = one_error_line(code, err, "eval")
+    assert "(limit differ): recorded limit=4, now limit=2; pass another --out" in line
+    assert _files(merged) == before
+    assert len(json.loads((merged / "summary.json").read_text())["merged_from"]) == 2
+
+
+def test_merge_refuses_other_dtypes_missing_fields_and_a_full_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from test_merge import fake_shard
+
+    from grpo_gsm8k.evaluation import merge
+
+    ids = [f"t-{i}" for i in range(4)]
+    s0 = fake_shard(tmp_path / "s0", 0, 2, ids[0::2])
+    s1 = fake_shard(tmp_path / "s1", 1, 2, ids[1::2], dtype="bfloat16")
+    out = tmp_path / "m"
+    code, _, err = run(["merge", str(s0), str(s1), "--out", str(out)], capsys)
+    line = one_error_line(code, err, "merge")
+    assert f"not the same eval as {s0} (dtype differ): {s0} dtype=float32, this shard " in line
+    for name, drop in [("old", "dtype"), ("other-tool", None)]:
+        shard = fake_shard(tmp_path / name, 1, 2, ids[1::2])
+        summary = json.loads((shard / "summary.json").read_text())
+        if drop:
+            del summary["identity"][drop]  # a shard of an older eval
+        else:
+            summary = {"accuracy": 0.5, "n": 2}  # another tool's summary.json
+        (shard / "summary.json").write_text(json.dumps(summary))
+        code, _, err = run(["merge", str(s0), str(shard), "--out", str(out)], capsys)
+        field = f"identity.{drop}" if drop else "model"
+        assert f"{shard}/summary.json: missing field '{field}'" in one_error_line(
+            code, err, "merge"
+        )
+    s1 = fake_shard(tmp_path / "s1-ok", 1, 2, ids[1::2])
+    before = {d: _files(d) for d in (s0, s1)}
+
+    def full(path: Path, obj: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(merge, "write_json", full)
+    code, _, err = run(["merge", str(s0), str(s1), "--out", str(out)], capsys)
+    assert one_error_line(code, err, "merge").endswith(
+        f"{out}: no space left on the device; nothing was written and the 2 shard folders keep "
+        "all 4 questions: free some space and rerun the same command"
+    )
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
+    assert {d: _files(d) for d in (s0, s1)} == before
+    monkeypatch.undo()
+    assert main(["merge", str(s0), str(s1), "--out", str(out)]) == 0
+
+
+def test_eval_negative_shard_duplicate_ids_and_grade_numeric_answers(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x"
+    data = ["--data", str(prepared / "eval.jsonl"), "--out", str(out)]
+    for shard in (["--shard", "-1/4"], ["--shard=-1/4"]):  # not "expected one argument"
+        code, _, err = run(["eval", "smollm2-135m", *data, *shard], capsys)
+        assert one_error_line(code, err, "eval").endswith(
+            "--shard must be I/N with ASCII digits and 0 <= I < N (e.g. 0/4), got '-1/4'"
+        )
+    dup = tmp_path / "dup.jsonl"
+    lines = (prepared / "eval.jsonl").read_text().splitlines(keepends=True)
+    dup.write_text("".join(lines[:3] + lines[1:2]))
+    code, _, err = run(["eval", "smollm2-135m", "--data", str(dup), "--out", str(out)], capsys)
+    assert f"{dup}:4: duplicate id 'test-0001' (also on line 2)" in one_error_line(
+        code, err, "eval"
+    )
+    assert not out.exists()
+
+    graded = tmp_path / "g.jsonl"
+    rows = [{"completion": "#### 5", "answer": 5}, {"completion": "so 2.5", "answer": 2.5}]
+    graded.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, stdout, _ = run(["grade", str(graded)], capsys)
+    assert code == 0
+    assert [json.loads(line)["correct_flexible"] for line in stdout.splitlines()] == [True, True]
+    for answer in ("true", "null", "NaN", "[5]"):
+        graded.write_text(f'{{"completion": "#### 5", "answer": {answer}}}\n')
+        code, stdout, err = run(["grade", str(graded)], capsys)
+        assert f"{graded}:1: field 'answer'" in one_error_line(code, err, "grade")
+        assert stdout == ""
+
+
+def test_train_data_with_duplicate_ids_is_refused(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dup = tmp_path / "train.jsonl"
+    lines = (prepared / "train.jsonl").read_text().splitlines(keepends=True)[:8]
+    dup.write_text("".join([*lines, lines[5]]))
+    out = tmp_path / "out"
+    code, _, err = run([*_train(prepared, out), "--train_file", str(dup)], capsys)
+    line = one_error_line(code, err, "train")
+    assert f"{dup}:9: duplicate id 'train-0005' (also on line 6)" in line
+    assert not out.exists()

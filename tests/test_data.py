@@ -1,17 +1,15 @@
-"""`prepare` on the real GSM8K copy, the prompt template, and bad input through the real CLI."""
+"""`prepare` on the real GSM8K copy, reading prepared files back, and bad input through the real
+CLI."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from grpo_gsm8k.cli import main
 from grpo_gsm8k.data import DataError, load_gsm8k_split, load_prepared
-from grpo_gsm8k.prompts import chat_messages, raw_prompt
 from grpo_gsm8k.runfiles import sha256_file
 
 
@@ -55,14 +53,6 @@ def test_prepare_eval_size_all_and_parquet(gsm8k_dir: Path, tmp_path: Path) -> N
     )
 
 
-def test_prompt_template() -> None:
-    messages = chat_messages("How many?")
-    assert [m["role"] for m in messages] == ["system", "user"]
-    assert messages[1]["content"] == "How many?"
-    assert "####" in messages[0]["content"]
-    assert raw_prompt("How many?").endswith("Question: How many?\nAnswer:")
-
-
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -102,53 +92,19 @@ def test_missing_source_and_split(tmp_path: Path) -> None:
         load_gsm8k_split(str(tmp_path), "test")
 
 
-def test_cli_error_is_one_line_without_traceback(tmp_path: Path) -> None:
-    bad = write(
-        tmp_path / "g.jsonl", '{"completion": "#### 3", "answer": "3"}\n{"completion": 1}\n'
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "grpo_gsm8k.cli", "grade", str(bad)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2
-    assert proc.stdout == ""  # nothing half-written
-    assert (
-        proc.stderr.strip()
-        == f"grpo-gsm8k grade: error: {bad}:2: field 'completion' must be a string"
-    )
-
-
-def test_grade_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    f = write(
-        tmp_path / "g.jsonl",
-        "\n".join(
-            json.dumps(r)
-            for r in [
-                {"completion": "#### 11\nno, the answer is 18", "answer": "x\n#### 18", "id": 1},
-                {"completion": "It is $1,080.", "answer": "1,080"},
-                {"completion": "#### -3", "answer": "3"},
-            ]
-        ),
-    )
-    assert main(["grade", str(f)]) == 0
-    out, err = capsys.readouterr()
-    graded = [json.loads(line) for line in out.splitlines()]
-    assert [g["pred_strict"] for g in graded] == ["11", None, "-3"]
-    assert [g["correct_flexible"] for g in graded] == [True, True, False]
-    assert graded[0]["id"] == 1
-    assert "graded 3 rows" in err and "strict 0.0%" in err and "flexible 66.7%" in err
-    assert main(["grade", str(f), "--mode", "strict"]) == 0
-    assert "pred_flexible" not in capsys.readouterr().out
-    assert main(["grade", str(tmp_path / "missing.jsonl")]) == 2
-    assert "missing.jsonl: file not found" in capsys.readouterr().err
-
-
 def test_load_prepared_canonicalises_or_rejects_gold(tmp_path: Path) -> None:
     row = {"id": "a", "question": "q?", "answer": "so\n#### 1,080"}
     golds = ["1,080", "$1,080.00", 1080, "1080"]
-    f = write(tmp_path / "p.jsonl", "".join(json.dumps(row | {"gold": g}) + "\n" for g in golds))
+    lines = [json.dumps(row | {"id": f"a{k}", "gold": g}) + "\n" for k, g in enumerate(golds)]
+    f = write(tmp_path / "p.jsonl", "".join(lines))
     assert [e.gold for e in load_prepared(f)] == ["1080"] * 4
     bad = write(tmp_path / "b.jsonl", json.dumps(row | {"gold": "many"}) + "\n")
     with pytest.raises(DataError, match=r"b\.jsonl:1: field 'gold' is not a number"):
         load_prepared(bad)
+
+
+def test_load_prepared_refuses_duplicate_ids(tmp_path: Path) -> None:
+    rows = [{"id": i, "question": "q?", "answer": "#### 1"} for i in ("a", "b", "a")]
+    f = write(tmp_path / "dup.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"dup\.jsonl:3: duplicate id 'a' \(also on line 1\)"):
+        load_prepared(f)

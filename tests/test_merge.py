@@ -102,9 +102,12 @@ def fake_shard(folder: Path, index: int, count: int, ids: list[str], **changes: 
     ]  # fmt: skip
     decoding = {"max_new_tokens": 16, "n": 1, "temperature": 0.0, "top_p": 1.0, "seed": 0}
     identity = {
-        "model_path": "/m", "data_sha256": "abc", "prompt_style": "chat", "decoding": decoding,
-        "shard": f"{index}/{count}",
+        "model_path": "/m", "model_sha256": "f00d", "backend": "hf", "dtype": "float32",
+        "prompt_style": "chat", "prompt_template": {"style": "chat"}, "decoding": decoding,
+        "data_sha256": "abc", "limit": None, "shard": f"{index}/{count}",
     }  # fmt: skip
+    # a change of an identity field is made where eval would record it: in both places
+    identity.update({k: v for k, v in changes.items() if k in identity})
     summary = {
         "model": "m", "model_path": "/m", "model_source": "local", "backend": "hf",
         "out": str(folder), "n": len(rows), "decoding": {**decoding, "greedy": True},
@@ -171,7 +174,7 @@ def test_merge_refuses_what_is_not_one_eval(
     assert "already exists and is not empty" in err
 
 
-@pytest.mark.parametrize("shard", ["2/2", "0/0", "1", "a/2", "1/2/3"])
+@pytest.mark.parametrize("shard", ["2/2", "0/0", "1", "a/2", "1/2/3", "-1/4", "\u0661/4"])
 def test_eval_bad_shard_fails_before_the_model(
     shard: str, prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -179,6 +182,7 @@ def test_eval_bad_shard_fails_before_the_model(
     assert main([*argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        f"grpo-gsm8k eval: error: --shard must be I/N with 0 <= I < N (e.g. 0/4), got {shard!r}"
+        "grpo-gsm8k eval: error: --shard must be I/N with ASCII digits and 0 <= I < N (e.g. 0/4), "
+        f"got {shard!r}"
     )
     assert not (tmp_path / "x").exists()

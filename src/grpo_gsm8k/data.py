@@ -129,8 +129,10 @@ def load_gsm8k_split(source: str, split: str) -> list[Example]:
 
 
 def load_prepared(path: str | os.PathLike[str]) -> list[Example]:
-    """Read a prepared JSONL file (rows with id, question, answer, gold)."""
+    """Read a prepared JSONL file (rows with id, question, answer, gold); an id given twice is
+    refused (a question counted twice skews every rate)."""
     examples = []
+    seen: dict[str, int] = {}
     for lineno, row in read_jsonl(path):
         where = f"{path}:{lineno}"
         question = require_str(row, "question", where)
@@ -146,6 +148,11 @@ def load_prepared(path: str | os.PathLike[str]) -> list[Example]:
         except ValueError:
             raise DataError(f"{where}: field 'gold' is not a number: {str(gold)[:40]!r}") from None
         example_id = str(row.get("id", f"row-{lineno}"))
+        if example_id in seen:
+            raise DataError(
+                f"{where}: duplicate id {example_id!r} (also on line {seen[example_id]})"
+            )
+        seen[example_id] = lineno
         examples.append(Example(example_id, question, answer, str(gold)))
     if not examples:
         raise DataError(f"{path}: no rows")

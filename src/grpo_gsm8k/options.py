@@ -5,16 +5,98 @@ Each field is documented once (``metadata={"help": ...}``) and becomes ``--field
 ``--field-name``; ``--config FILE.yaml`` sets defaults that the command line overrides; unknown
 keys (in the file or on the command line) and abbreviated flags are refused in one line. A
 subcommand may take some fields as positional arguments (``eval MODEL``, ``compare A B``).
+A value that starts with ``-`` (``--shard -1/4``, ``--temperature -1e-5``) is the option's value,
+as ``--shard=-1/4`` is, so the command's own check explains what is wrong with it.
+
+:class:`ModelOptions` (how a model is loaded and prompted) and :class:`DecodingOptions` (how it
+generates) are the fields that ``eval`` and ``chat`` share: their help is written once here. A
+command whose default differs redeclares the field with :func:`same_field`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import OptionsError, UserError
+
+# ------------------------------------------------------------------------------ shared options
+
+MODEL_HELP = (
+    "'smollm2-135m' (embedded), a checkpoint / training output / LoRA adapter folder, or a hub id"
+)
+
+
+@dataclass
+class ModelOptions:
+    """How a model is loaded and prompted (``eval``, ``chat``). The model itself is each
+    command's own field: ``eval`` takes one MODEL, ``chat`` several."""
+
+    backend: Literal["auto", "vllm", "hf"] = field(
+        default="auto",
+        metadata={
+            "help": "vllm, hf (transformers generate) or auto: chosen from the machine and printed "
+            "with the reason (vllm on GPUs and AVX-512 CPUs when it imports, else hf; "
+            "grpo_gsm8k.hardware)"
+        },
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
+        default="auto",
+        metadata={
+            "help": "model dtype, or auto: chosen from the machine (on CPU bfloat16 for vllm "
+            "where the CPU has bf16 units, else float32; on GPU the checkpoint's)"
+        },
+    )
+    prompt: Literal["chat", "raw", "seed", "auto"] = field(
+        default="chat",
+        metadata={
+            "help": "chat template + system prompt, raw text for base models, seed (the published "
+            "seed scripts' raw prompt, byte for byte), or auto (chat when the tokenizer has a "
+            "chat template)"
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "allow the model's own Python code from the hub"}
+    )
+    gpu_memory_utilization: float | None = field(
+        default=None,
+        metadata={
+            "help": "vllm: share of GPU memory, or of RAM on CPU (default 0.9 on GPU, 0.25 on CPU)"
+        },
+    )
+
+
+@dataclass
+class DecodingOptions:
+    """How completions are generated (``eval``, ``chat``)."""
+
+    max_new_tokens: int = field(default=1024, metadata={"help": "new tokens per completion"})
+    temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "sampling temperature (0 = greedy); eval samples only with --samples "
+            "(default 1.0 then)"
+        },
+    )
+    top_p: float | None = field(
+        default=None,
+        metadata={"help": "nucleus sampling (1.0 = off); eval: with --samples (default 1.0)"},
+    )
+    seed: int = field(default=0, metadata={"help": "random seed of sampling"})
+
+
+def same_field(base: type, name: str, default: Any) -> Any:
+    """Field ``name`` of dataclass ``base`` with another default and the same help, for a
+    command whose default differs: ``temperature: float = same_field(DecodingOptions,
+    "temperature", 0.0)``."""
+    (found,) = [f for f in dataclasses.fields(base) if f.name == name]
+    return field(default=default, metadata=found.metadata)
+
+
+# ------------------------------------------------------------------------------------- parsing
 
 
 def _parser(types: list[Any], prog: str, description: str | None) -> Any:
@@ -57,6 +139,26 @@ def _is_list(tp: Any, field: dataclasses.Field) -> bool:
     return "list" in str(hints.get(field.name, field.type))
 
 
+def attach_dash_values(args: list[str], actions: dict[str, Any]) -> list[str]:
+    """``--flag -1/4`` -> ``--flag=-1/4`` for flags that take exactly one value, when the value
+    is not itself a flag: argparse reads ``-1/4`` or ``-1e-5`` as an unknown flag and says only
+    "expected one argument"."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg, value = args[i], args[i + 1] if i + 1 < len(args) else None
+        action = actions.get(arg)
+        takes_one = action is not None and action.nargs is None and action.option_strings
+        dash_value = value is not None and value.startswith("-") and value != "--"
+        if takes_one and dash_value and str(value).split("=", 1)[0] not in actions:
+            out.append(f"{arg}={value}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def parse_options(
     types: list[Any],
     argv: list[str],
@@ -80,6 +182,7 @@ def parse_options(
         del args[i : i + 2]
     parser = _parser(types, prog, description)
     parser.set_defaults_with_config(**{**(defaults or {}), **config})
+    args = attach_dash_values(args, parser._option_string_actions)
     by_name = {f.name: (t, f) for t in types for f in dataclasses.fields(t) if f.init}
     for name in positional:
         action = parser._option_string_actions[f"--{name}"]

@@ -8,17 +8,35 @@ rates with Wilson 95% CIs, the difference B - A with Newcombe's paired 95% CI (1
 Wilson margins + correlation correction), the exact McNemar p-value (two-sided binomial test of
 the discordant pairs, scipy ``binomtest``) and the counts fixed (A wrong, B right) / broken (A
 right, B wrong).
+
+A model can learn to stop early without learning to answer: "stopped" then rises while the
+completions collapse into short non-answers. :func:`collapse_warnings` says so, in one line under
+the table and in compare.json's ``warnings``, when B's first completions are on average under
+half as long as A's with no significant accuracy or format gain, or more than 20% of them hold
+no number at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ..data import DataError
-from ..runfiles import output_dir, provenance, read_jsonl, write_json, write_jsonl
+from ..labels import METRIC_LABELS, ci_text, pct, points_text
+from ..runfiles import (
+    COMPARE_JSON,
+    COMPARE_JSONL,
+    SAMPLES,
+    SUMMARY,
+    output_dir,
+    provenance,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 from ..stats import paired
 
 METRICS = {
@@ -26,7 +44,7 @@ METRICS = {
     "accuracy_flexible": "correct_flexible",
     "format": "format_ok",
 }
-OPTIONAL_METRICS = {  # in samples.jsonl since issue 9; compared when both runs have them
+OPTIONAL_METRICS = {  # in samples.jsonl of newer runs; compared when both runs have them
     "answer_line": "answer_line_ok",
     "stopped": "stopped",  # not truncated: derived in load_run
 }
@@ -50,7 +68,7 @@ def load_run(
 ) -> dict[str, dict[str, Any]]:
     """The samples.jsonl rows of an eval output folder, by id (``torn_tail`` and ``notes`` as in
     :func:`grpo_gsm8k.runfiles.read_jsonl`: ``skip`` reads an interrupted or live eval)."""
-    path = Path(run) / "samples.jsonl"
+    path = Path(run) / SAMPLES
     if not Path(run).is_dir():
         raise DataError(f"{run}: no such eval folder")
     rows: dict[str, dict[str, Any]] = {}
@@ -78,14 +96,14 @@ def compare_runs(config: CompareConfig) -> dict[str, Any]:
         print(f"warning: RUN_A and RUN_B are the same run ({run_a}); every difference will be 0")
     summary, changed = pair_runs(run_a, run_b)
     for run in (run_a, run_b):
-        if not (Path(run) / "summary.json").is_file():
+        if not (Path(run) / SUMMARY).is_file():
             print(f"warning: {run} has no summary.json (an unfinished eval?); comparing its rows")
     name_a = Path(run_a).resolve().name
     out_dir = Path(out) if out else Path(run_b) / f"compare-{name_a}"
     summary = {**summary, "out": str(out_dir), **provenance()}
     output_dir(out_dir)
-    write_jsonl(out_dir / "compare.jsonl", changed)
-    write_json(out_dir / "compare.json", summary)
+    write_jsonl(out_dir / COMPARE_JSONL, changed)
+    write_json(out_dir / COMPARE_JSON, summary)
     print_comparison(summary)
     return summary
 
@@ -141,15 +159,53 @@ def pair_runs(
         "test": "exact McNemar (two-sided binomial test on discordant pairs)",
         "metrics": results,
     }
+    summary["warnings"] = collapse_warnings(a, b, common, results)
     return summary, changed
+
+
+COLLAPSE_TOKENS = 0.5  # B's mean completion tokens under half of A's ...
+NO_NUMBER = 0.2  # ... or more than 20% of B's completions without a number
+GAINS = ("accuracy_strict", "accuracy_flexible", "format", "answer_line")
+
+
+def collapse_warnings(
+    a: dict[str, dict[str, Any]],
+    b: dict[str, dict[str, Any]],
+    common: list[str],
+    results: dict[str, dict[str, Any]],
+) -> list[str]:
+    """One line per sign that B's completions collapsed to short non-answers (first completions
+    of the common questions): what a rise in "stopped" alone does not show."""
+    warnings = []
+    gain = any(results[m]["diff_ci"][0] > 0 for m in GAINS if m in results)
+    tokens = [[_first_count(run[i].get("tokens")) for i in common] for run in (a, b)]
+    if all(t is not None for ts in tokens for t in ts):
+        mean_a, mean_b = (sum(t or 0.0 for t in ts) / len(ts) for ts in tokens)
+        if mean_b < COLLAPSE_TOKENS * mean_a and not gain:
+            warnings.append(
+                f"B's completions are {mean_b:.0f} tokens on average against A's {mean_a:.0f}, "
+                "with no significant accuracy or format gain: B may stop early without "
+                "answering, so 'stopped' is no win on its own"
+            )
+    empty = sum(not re.search(r"[0-9]", str(b[i]["completions"][0])) for i in common)
+    if empty > NO_NUMBER * len(common):
+        warnings.append(
+            f"{empty} of B's {len(common)} completions ({pct(empty / len(common))}) hold no "
+            "number: short non-answers, so 'stopped' is no win on its own"
+        )
+    return warnings
+
+
+def _first_count(tokens: Any) -> float | None:
+    """The first completion's token count of a row, None when the row does not record it."""
+    if isinstance(tokens, list) and tokens and isinstance(tokens[0], int | float):
+        return float(tokens[0])
+    return None
 
 
 def print_comparison(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f}%"
 
     table = Table(
         title=f"B = {summary['run_b']}  vs  A = {summary['run_a']}  (n={summary['n_common']})"
@@ -166,14 +222,15 @@ def print_comparison(summary: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col == "metric" else "right")
     for name, r in summary["metrics"].items():
         table.add_row(
-            name,
-            f"{pct(r['rate_a'])} [{pct(r['ci_a'][0])}, {pct(r['ci_a'][1])}]",
-            f"{pct(r['rate_b'])} [{pct(r['ci_b'][0])}, {pct(r['ci_b'][1])}]",
-            f"{100 * r['diff']:+.1f} pts "
-            f"[{100 * r['diff_ci'][0]:+.1f}, {100 * r['diff_ci'][1]:+.1f}]",
+            METRIC_LABELS.get(name, name),
+            f"{pct(r['rate_a'])} {ci_text(r['ci_a'])}",
+            f"{pct(r['rate_b'])} {ci_text(r['ci_b'])}",
+            points_text(r["diff"], r["diff_ci"]),
             str(r["fixed"]),
             str(r["broken"]),
             f"{r['mcnemar_p']:.3g}",
         )
     Console(width=max(Console().width, 132)).print(table)  # 7 columns: never wrap in a log
-    print(f"wrote {summary['out']}/compare.json and compare.jsonl")
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}")
+    print(f"wrote {summary['out']}/{COMPARE_JSON} and {COMPARE_JSONL}")

@@ -6,23 +6,45 @@ shards back into the data order, and ``summary.json`` is computed by the same fu
 single-process eval: same ids, completions and metrics. Timing fields add up the shards'
 generation time (``generation_s``) and model loads (``model_load_s``).
 
-Refused, with a one-line error: a folder that is not a finished shard, shards of different
-evals (model, data, prompt, decoding, backend or limit differ), a shard given twice or missing.
+Refused, with a one-line error: a folder that is not a finished shard, a shard whose
+``summary.json`` lacks a field merge reads (naming the file and the field), shards of different
+evals (any field of the run's identity but the shard differs: model and its hash, backend,
+dtype, prompt, decoding, data, limit), a shard given twice or missing. A full disk leaves no
+merged folder and the shards as they were.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..runfiles import provenance, read_json, read_jsonl, write_json, write_jsonl
-from .evaluate import EvalError, parse_shard, print_summary, summarize
+from ..runfiles import RUN_IDENTITY, SAMPLES, SUMMARY, read_jsonl, write_json, write_jsonl
+from .evaluate import EvalError, parse_shard
+from .summary import (
+    IDENTITY_FIELDS,
+    EvalSummary,
+    build_summary,
+    diff_text,
+    identity_diff,
+    print_summary,
+    read_summary,
+)
 
-# what must be equal across the shards of one eval (besides identity, which holds the shard)
-SAME = ("backend", "model_path", "prompt_style", "decoding")
+# what merge reads of each shard's summary.json
+NEEDED = (
+    "model",
+    "model_path",
+    "backend",
+    "n",
+    "decoding",
+    "prompt_style",
+    "data.shard",
+    *(f"identity.{k}" for k in IDENTITY_FIELDS),
+)
 
 
 @dataclasses.dataclass
@@ -48,41 +70,38 @@ def _load(folder: str) -> dict[str, Any]:
     path = Path(folder)
     if not path.is_dir():
         raise MergeError(f"{folder}: no such eval folder")
-    if not (path / "summary.json").is_file():
+    if not (path / SUMMARY).is_file():
         raise MergeError(f"{folder}: no summary.json (the shard has not finished; rerun its eval)")
-    summary = read_json(path / "summary.json")
-    shard = parse_shard(summary.get("data", {}).get("shard"))
+    summary = read_summary(path, NEEDED)
+    try:
+        shard = parse_shard(summary["data"]["shard"])
+    except (EvalError, TypeError):
+        raise MergeError(f"{path / SUMMARY}: field 'data.shard' is not I/N") from None
     if shard is None:
         raise MergeError(f"{folder}: not a shard (its eval ran without --shard I/N)")
-    rows = [row for _, row in read_jsonl(path / "samples.jsonl")]
+    rows = [row for _, row in read_jsonl(path / SAMPLES)]
     if len(rows) != summary["n"]:
         raise MergeError(
-            f"{folder}/samples.jsonl: {len(rows)} rows but summary.json says n={summary['n']}"
+            f"{folder}/{SAMPLES}: {len(rows)} rows but summary.json says n={summary['n']}"
         )
     return {"dir": folder, "summary": summary, "rows": rows, "index": shard[0], "count": shard[1]}
 
 
-def _settings(summary: dict[str, Any]) -> dict[str, Any]:
-    identity = {k: v for k, v in summary.get("identity", {}).items() if k != "shard"}
-    data = summary.get("data", {})
-    return {
-        **{k: summary.get(k) for k in SAME},
-        "identity": identity,
-        "data_sha256": data.get("sha256"),
-        "limit": data.get("limit"),
-    }
+def _unsharded(summary: dict[str, Any]) -> dict[str, Any]:
+    return {**summary["identity"], "shard": None}
 
 
 def check_shards(shards: list[dict[str, Any]]) -> int:
     """The shard count N after checking that ``shards`` are shards 0..N-1 of one eval."""
     first = shards[0]
-    reference = _settings(first["summary"])
+    reference = _unsharded(first["summary"])
     for s in shards[1:]:
-        settings = _settings(s["summary"])
-        diff = [k for k in reference if settings[k] != reference[k]]
+        identity = _unsharded(s["summary"])
+        diff = identity_diff(reference, identity)
         if diff:
             raise MergeError(
-                f"{s['dir']}: not the same eval as {first['dir']} ({', '.join(diff)} differ)"
+                f"{s['dir']}: not the same eval as {first['dir']} "
+                f"{diff_text(reference, identity, diff, (first['dir'], 'this shard'))}"
             )
     counts = {s["count"] for s in shards}
     if len(counts) > 1:
@@ -115,7 +134,7 @@ def check_shards(shards: list[dict[str, Any]]) -> int:
     return count
 
 
-def merge_shards(config: MergeConfig) -> dict[str, Any]:
+def merge_shards(config: MergeConfig) -> EvalSummary:
     """Write ``out``/samples.jsonl, run.json and summary.json from the shard folders; return the
     summary."""
     final = Path(config.out)
@@ -126,29 +145,38 @@ def merge_shards(config: MergeConfig) -> dict[str, Any]:
     by_index = {s["index"]: s for s in shards}
     total = sum(len(s["rows"]) for s in shards)
     rows = [by_index[j % count]["rows"][j // count] for j in range(total)]
+    summary = merged_summary(shards, rows, final, count)
+    try:
+        publish(final, rows, summary)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise MergeError(
+            f"{final}: no space left on the device; nothing was written and the {count} shard "
+            f"folders keep all {total} questions: free some space and rerun the same command"
+        ) from None
+    print_summary(summary)
+    return summary
 
+
+def merged_summary(
+    shards: list[dict[str, Any]], rows: list[dict[str, Any]], final: Path, count: int
+) -> EvalSummary:
+    """The summary one process would have written, with the shards' timing added up and the
+    shard folders in ``merged_from``."""
     first = shards[0]["summary"]
-    load_times = [s["summary"].get("model_load_s") for s in shards]
-    identity = {**first["identity"], "shard": None}
-    summary = {
-        "model": first["model"],
-        "model_path": first["model_path"],
-        "model_source": first.get("model_source"),
-        "backend": first["backend"],
-        "hardware": first.get("hardware"),
-        "out": str(final),
-        **summarize(rows),
-        "resumed_rows": sum(s["summary"].get("resumed_rows", 0) for s in shards),
-        "model_load_s": sum(t for t in load_times if t is not None) if any(load_times) else None,
-        "total_s": max(s["summary"].get("total_s", 0.0) for s in shards),
-        "decoding": first["decoding"],
-        "prompt_style": first["prompt_style"],
-        "backend_settings": first.get("backend_settings"),
-        "identity": identity,
-        **provenance(
-            data={**first["data"], "shard": None}, prompt_template=first.get("prompt_template")
-        ),
-        "merged_from": [
+    ordered = sorted(shards, key=lambda s: s["index"])
+    load_times = [_seconds(s["summary"].get("model_load_s")) for s in shards]
+    return build_summary(
+        rows,
+        setup={**first, "identity": _unsharded(first)},
+        out=final,
+        resumed_rows=sum(int(_seconds(s["summary"].get("resumed_rows")) or 0) for s in shards),
+        model_load_s=sum(t for t in load_times if t is not None) if any(load_times) else None,
+        total_s=max(_seconds(s["summary"].get("total_s")) or 0.0 for s in shards),
+        data={**first.get("data", {}), "shard": None},
+        prompt_template=first["identity"]["prompt_template"],
+        merged_from=[
             {
                 "dir": str(Path(s["dir"]).resolve()),
                 "shard": f"{s['index']}/{count}",
@@ -157,21 +185,28 @@ def merge_shards(config: MergeConfig) -> dict[str, Any]:
                 "versions": s["summary"].get("versions"),
                 "machine": s["summary"].get("machine"),
             }
-            for s in sorted(shards, key=lambda s: s["index"])
+            for s in ordered
         ],
-    }
+    )
 
+
+def _seconds(value: Any) -> float | None:
+    """A timing field of a shard's summary, None when it is not a number."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else None
+
+
+def publish(final: Path, rows: list[dict[str, Any]], summary: EvalSummary) -> None:
+    """The merged run folder, written whole in a temp folder and renamed into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
-        write_jsonl(tmp / "samples.jsonl", rows)
-        write_json(tmp / "run.json", identity)
-        write_json(tmp / "summary.json", summary)
+        write_jsonl(tmp / SAMPLES, rows)
+        write_json(tmp / RUN_IDENTITY, summary["identity"])
+        write_json(tmp / SUMMARY, summary)
         if final.exists():
             final.rmdir()
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print_summary(summary)
-    return summary

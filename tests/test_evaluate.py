@@ -1,15 +1,17 @@
-"""``grpo-gsm8k eval`` and ``compare`` through the real CLI, on real GSM8K rows and the embedded
-model (HF backend; one slow vLLM test)."""
+"""``grpo-gsm8k eval`` and ``grade`` through the real CLI, on real GSM8K rows and the embedded
+model (HF backend; one slow vLLM test); opening a run folder (start, resume, refuse) without a
+model."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scipy.stats import binomtest
 
 from grpo_gsm8k.cli import main
 from grpo_gsm8k.grading import score
@@ -186,84 +188,48 @@ def test_eval_bad_input(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert not (tmp_path / "x" / "samples.jsonl").exists()
 
 
-# ------------------------------------------------------------------------------------ compare
+# ------------------------------------------------------------------------------------- grade
 
 
-def _fake_run(folder: Path, outcomes: list[tuple[str, bool, bool]]) -> Path:
-    """An eval folder written by hand: (id, correct, format_ok) per question."""
-    folder.mkdir()
-    rows = [
-        {
-            "id": i,
-            "question": f"q {i}",
-            "gold": "1",
-            "completions": [f"answer {i} {ok}"],
-            "pred_strict": ["1" if ok else "2"],
-            "correct_strict": [ok],
-            "pred_flexible": ["1" if ok else "2"],
-            "correct_flexible": [ok],
-            "format_ok": [fmt],
-        }
-        for i, ok, fmt in outcomes
-    ]
-    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+def test_cli_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "g.jsonl"
+    bad.write_text('{"completion": "#### 3", "answer": "3"}\n{"completion": 1}\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpo_gsm8k.cli", "grade", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""  # nothing half-written
+    assert (
+        proc.stderr.strip()
+        == f"grpo-gsm8k grade: error: {bad}:2: field 'completion' must be a string"
+    )
 
 
-def test_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # A: right on q0-q4; B: right on q2-q9 (fixed 5, broken 2); q10 only in A
-    a = _fake_run(tmp_path / "A", [(f"q{i}", i < 5, i % 2 == 0) for i in range(11)])
-    b = _fake_run(tmp_path / "B", [(f"q{i}", i >= 2, True) for i in range(10)])
-    code, stdout, _ = run_cli(["compare", str(a), str(b)], capsys)
-    assert code == 0
-    assert "McNemar" in stdout
-    result = json.loads((b / "compare-A" / "compare.json").read_text())
-    assert result["n_common"] == 10
-    strict = result["metrics"]["accuracy_strict"]
-    assert (strict["fixed"], strict["broken"]) == (5, 2)
-    assert strict["rate_a"] == pytest.approx(0.5)
-    assert strict["rate_b"] == pytest.approx(0.8)
-    assert strict["diff"] == pytest.approx(0.3)
-    assert strict["mcnemar_p"] == pytest.approx(binomtest(5, 7, 0.5).pvalue)
-    assert strict["diff_ci"][0] < 0.3 < strict["diff_ci"][1]
-    fmt = result["metrics"]["format"]
-    assert (fmt["fixed"], fmt["broken"]) == (5, 0)
-    changed = read_rows(b / "compare-A" / "compare.jsonl")
-    assert sorted(r["id"] for r in changed) == ["q0", "q1", "q5", "q6", "q7", "q8", "q9"]
-    assert {r["change"]["accuracy_strict"] for r in changed if r["id"] in ("q0", "q1")} == {
-        "broken"
-    }
-    assert all(r["completion_a"] and r["completion_b"] for r in changed)
-    assert "stopped" not in result["metrics"]  # these runs record no truncation
-
-
-def test_compare_reports_stopping_and_the_answer_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    folders = []
-    for name, truncated in (("A", [True, True, False]), ("B", [False, False, False])):
-        folder = _fake_run(tmp_path / name, [(f"q{i}", True, True) for i in range(3)])
-        rows = read_rows(folder / "samples.jsonl")
-        for row, t in zip(rows, truncated, strict=True):
-            row["truncated"], row["answer_line_ok"] = [t], [not t]
-        (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        folders.append(folder)
-    code, stdout, _ = run_cli(["compare", *map(str, folders)], capsys)
-    assert code == 0 and "stopped" in stdout
-    metrics = json.loads((folders[1] / "compare-A" / "compare.json").read_text())["metrics"]
-    assert (metrics["stopped"]["rate_a"], metrics["stopped"]["rate_b"]) == (pytest.approx(1 / 3), 1)
-    assert (metrics["answer_line"]["fixed"], metrics["answer_line"]["broken"]) == (2, 0)
-
-
-def test_compare_without_common_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    a = _fake_run(tmp_path / "A", [("x", True, True)])
-    b = _fake_run(tmp_path / "B", [("y", True, True)])
-    code, _, err = run_cli(["compare", str(a), str(b)], capsys)
-    assert code == 2
-    assert "share no question ids" in err
-    code, _, err = run_cli(["compare", str(tmp_path / "nope"), str(b)], capsys)
-    assert code == 2
-    assert "no such eval folder" in err
+def test_grade_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "g.jsonl"
+    f.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"completion": "#### 11\nno, the answer is 18", "answer": "x\n#### 18", "id": 1},
+                {"completion": "It is $1,080.", "answer": "1,080"},
+                {"completion": "#### -3", "answer": "3"},
+            ]
+        ),
+    )
+    assert main(["grade", str(f)]) == 0
+    out, err = capsys.readouterr()
+    graded = [json.loads(line) for line in out.splitlines()]
+    assert [g["pred_strict"] for g in graded] == ["11", None, "-3"]
+    assert [g["correct_flexible"] for g in graded] == [True, True, False]
+    assert graded[0]["id"] == 1
+    assert "graded 3 rows" in err and "strict 0.0%" in err and "flexible 66.7%" in err
+    assert main(["grade", str(f), "--mode", "strict"]) == 0
+    assert "pred_flexible" not in capsys.readouterr().out
+    assert main(["grade", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: file not found" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------- vLLM
