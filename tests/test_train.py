@@ -166,6 +166,34 @@ def test_model_and_lora_fields_are_trl_model_config(prepared: Path, tmp_path: Pa
     assert config.model_init_kwargs == {"dtype": "bfloat16"}
 
 
+def test_learning_rate_override_rescales_the_restored_schedule() -> None:
+    import torch
+    from transformers import get_scheduler
+
+    from grpo_gsm8k.training.callbacks import LearningRateOverride
+
+    def schedule(lr: float) -> tuple[torch.optim.Optimizer, object]:
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
+        return optimizer, get_scheduler("linear", optimizer, 2, 10)
+
+    optimizer, scheduler = schedule(5e-5)
+    for _ in range(4):  # past the warmup, into the decay: 5e-5 x 8/8 -> x 6/8
+        optimizer.step()
+        scheduler.step()
+    saved = (optimizer.state_dict(), scheduler.state_dict())
+    optimizer, scheduler = schedule(1e-4)  # the resumed run, with a new rate
+    optimizer.load_state_dict(saved[0])
+    scheduler.load_state_dict(saved[1])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-5 * 6 / 8)  # the old rate, kept
+    LearningRateOverride(1e-4).on_train_begin(
+        None, None, None, optimizer=optimizer, lr_scheduler=scheduler
+    )
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 6 / 8)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 5 / 8)  # the schedule goes on
+
+
 def test_eval_questions_are_split_across_ranks() -> None:
     from grpo_gsm8k.training.callbacks import rank_share
 
