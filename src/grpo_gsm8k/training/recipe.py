@@ -61,6 +61,9 @@ class GSM8KArguments(ModelConfig):
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "not used: name the model with --model"}
     )
+    model_revision: str = field(
+        default="main", metadata={"help": "not supported: name a folder holding that revision"}
+    )
     dtype: str | None = field(
         default=None,
         metadata={
@@ -70,7 +73,7 @@ class GSM8KArguments(ModelConfig):
     )
     lora_target_modules: list[str] | None = field(
         default_factory=lambda: ["all-linear"],
-        metadata={"help": "LoRA target modules (default all-linear: every linear layer)"},
+        metadata={"help": "LoRA target modules (all-linear: every linear layer)"},
     )
 
     model: str = field(
