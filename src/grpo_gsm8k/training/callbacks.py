@@ -65,9 +65,10 @@ class MetricsFile(TrainerCallback):
 
 class LearningRateOverride(TrainerCallback):
     """Sets a resumed run's learning rate. The checkpoint's optimizer and scheduler state carry
-    the old base rate; once they are restored (before ``on_train_begin``), every parameter group's
-    rate, and the scheduler's base rates, are scaled by ``new / old``, so the schedule (warmup,
-    decay) continues from the same step with the new peak rate."""
+    the base rate they were saved with; once they are restored (before ``on_train_begin``), every
+    parameter group's rate, and the scheduler's base rates, are scaled by ``new / saved``, so the
+    schedule (warmup, decay) continues from the same step with the new peak rate (unchanged when
+    the rates are equal)."""
 
     def __init__(self, learning_rate: float) -> None:
         self.learning_rate = learning_rate

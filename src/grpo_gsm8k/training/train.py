@@ -99,7 +99,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
             "num_processes": trainer.accelerator.num_processes,
         }
         write_json(out / TRAIN_CONFIG, record)
-    if "learning_rate" in changes:
+    if checkpoint:  # the restored optimizer keeps the rate it was saved with; a no-op if equal
         trainer.add_callback(LearningRateOverride(config.learning_rate))
     trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.state.global_step == 0:
