@@ -462,3 +462,177 @@ def test_train_data_with_duplicate_ids_is_refused(
     line = one_error_line(code, err, "train")
     assert f"{dup}:9: duplicate id 'train-0005' (also on line 6)" in line
     assert not out.exists()
+
+
+# ------------------------------------------------------- train: values checked before the model
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--learning_rate=-1e-5"], "learning_rate must be a finite number > 0, got -1e-05"),
+        (["--learning_rate", "nan"], "learning_rate must be a finite number > 0, got nan"),
+        (["--seed", "-1"], "seed must be a whole number in [0, 4294967296), got -1"),
+        (["--seed", str(2**32)], "seed must be a whole number in [0, 4294967296)"),
+        (["--num_generations", "0"], "num_generations must be a whole number >= 2"),
+        (["--temperature", "0"], "temperature must be a finite number > 0"),
+        (["--lora_dropout", "1.5"], "lora_dropout must be a number in [0, 1)"),
+        (["--eval_size", "0"], "eval_size must be a whole number >= 1"),
+        (["--reward_settings", '{"format_partial": "abc"}'], "format_partial must be float"),
+        (["--reward_settings", '{"min_chars": 2.5}'], "min_chars must be int, got 2.5"),
+        (["--reward_weights", "1", "inf", "1"], "reward_weights must be finite numbers"),
+        (["--model_name_or_path", "org/name"], "name the model with `model`"),
+        (["--dtype", "float32", "--model_init_kwargs", '{"dtype": "bfloat16"}'], "disagree"),
+        (["--resume_override", "learning_rat"], "resume_override: unknown field(s) learning_rat"),
+    ],
+)
+def test_train_values_refused_before_the_model(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list, message: str
+) -> None:
+    code, _, err = run(_train(prepared, tmp_path / "out", *extra), capsys)
+    assert message in one_error_line(code, err, "train")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("max_steps: [1, 2]", "max_steps: expected int, got list [1, 2]"),
+        ("learning_rate: [1.0e-5]", "learning_rate: expected float, got list"),
+        ("seed: true", "seed: expected int, got bool True"),
+        ("rewards: {accuracy: 1}", "rewards: expected list[str], got dict"),
+        ("reward_settings: {format_partial: abc}", "format_partial must be float, got 'abc'"),
+        ("reward_settings: [1, 2]", "reward_settings: expected dict | str | None, got list"),
+        ("rewards: speed", "rewards: unknown speed;"),  # one name, not s, p, e, e, d
+    ],
+)
+def test_train_recipe_value_of_the_wrong_type(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, message: str
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(Path(CPU_RECIPE).read_text() + line + "\n")
+    argv = _train(prepared, tmp_path / "out")
+    argv[argv.index(CPU_RECIPE)] = str(recipe)
+    code, _, err = run(argv, capsys)
+    error = one_error_line(code, err, "train")
+    assert message in error
+    if "expected" in message:  # the file and the line of the value
+        lines = recipe.read_text().splitlines()
+        assert f"{recipe}, line {len(lines)}: " in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_rewards_given_as_one_name(prepared: Path, tmp_path: Path) -> None:
+    from grpo_gsm8k.training.recipe import parse_train_args
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(Path(CPU_RECIPE).read_text() + "rewards: accuracy\nreward_weights: [1.0]\n")
+    argv = _train(prepared, tmp_path / "out")[1:]
+    argv[argv.index(CPU_RECIPE)] = str(recipe)
+    script, config = parse_train_args(argv)
+    assert script.rewards == ["accuracy"] and config.reward_weights == [1.0]
+
+
+def test_train_file_that_cannot_fill_one_step(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = tmp_path / "train.jsonl"
+    small.write_text((prepared / "train.jsonl").read_text().splitlines()[0] + "\n")
+    argv = [*_train(prepared, tmp_path / "out"), "--train_file", str(small)]
+    code, _, err = run(argv, capsys)
+    error = one_error_line(code, err, "train")
+    assert "1 row(s), but one step needs 2 prompts" in error
+    assert "give at least 2 rows" in error
+    assert not (tmp_path / "out").exists()
+
+
+def _recorded_run(prepared: Path, out: Path, *extra: str) -> bytes:
+    """A run folder as a training run leaves it after its first checkpoint (without the
+    weights: nothing here gets as far as loading them); returns its record's bytes."""
+    from grpo_gsm8k.runfiles import fingerprint
+    from grpo_gsm8k.training.recipe import parse_train_args, resolved_settings
+
+    script, config = parse_train_args(_train(prepared, out, *extra)[1:])
+    (out / "checkpoint-1").mkdir(parents=True)
+    (out / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": 1}\n')
+    record = {
+        **resolved_settings(script, config),
+        "data": {"train": fingerprint(prepared / "train.jsonl")},
+    }
+    (out / "grpo_gsm8k_config.json").write_text(json.dumps(record, default=str))
+    return (out / "grpo_gsm8k_config.json").read_bytes()
+
+
+def test_train_resume_with_other_settings_is_refused(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    record = _recorded_run(prepared, out)
+    before = sorted(p.name for p in out.rglob("*"))
+
+    def refused(*extra: str) -> str:
+        code, _, err = run(_train(prepared, out, "--resume", *extra), capsys)
+        return one_error_line(code, err, "train")
+
+    error = refused("--learning_rate", "1e-3", "--warmup_steps", "3")
+    assert "settings differ from" in error and "grpo_gsm8k_config.json" in error
+    assert "learning_rate 5e-05 -> 0.001" in error and "warmup_steps 2 -> 3" in error
+    assert "--resume_override learning_rate warmup_steps" in error
+    # naming one of two changes is not enough
+    error = refused("--learning_rate", "1e-3", "--warmup_steps", "3", "--resume_override", "seed")
+    assert "learning_rate 5e-05 -> 0.001" in error
+    # the model and the optimizer state the checkpoint holds cannot change at all
+    error = refused("--lora_r", "8", "--resume_override", "lora_r")
+    assert "lora_r 16 -> 8: cannot change when resuming" in error
+    error = refused("--weight_decay", "0.1", "--resume_override", "weight_decay")
+    assert "weight_decay 0.0 -> 0.1: cannot change" in error
+    # another train file's content is a change of the data
+    other = tmp_path / "train.jsonl"
+    other.write_text("".join((prepared / "train.jsonl").read_text().splitlines(True)[:50]))
+    error = refused("--train_file", str(other))
+    assert "train_data " in error and "train_file " in error
+    # nothing was written; max_steps and the save/log cadence may change freely
+    assert (out / "grpo_gsm8k_config.json").read_bytes() == record
+    assert sorted(p.name for p in out.rglob("*")) == before
+    from grpo_gsm8k.training.recipe import parse_train_args
+    from grpo_gsm8k.training.resume import resume_changes
+
+    args = ["--resume", "--max_steps", "9", "--save_steps", "3", "--learning_rate", "1e-3"]
+    script, config = parse_train_args(
+        [*_train(prepared, out, *args)[1:], "--resume_override", "learning_rate"]
+    )
+    assert resume_changes(script, config) == {"learning_rate": [5e-05, 0.001]}
+
+
+def test_export_of_an_adapter_whose_config_is_not_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{not json")
+    code, _, err = run(["export", str(adapter), "--out", str(tmp_path / "out" / "m")], capsys)
+    assert "adapter_config.json: malformed JSON" in one_error_line(code, err, "export")
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    code, _, err = run(["export", str(adapter), "--out", str(tmp_path / "out" / "m")], capsys)
+    assert "'base_model_name_or_path' is missing" in one_error_line(code, err, "export")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_cache_folder_names_the_variable(prepared: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file, so no folder can be made under it (even by root)")
+    env = {k: v for k, v in os.environ.items() if k != "GRPO_GSM8K_CACHE"}
+    env["HOME"] = str(home)
+    env["HF_HOME"] = str(tmp_path / "hf")  # transformers' own cache is not what is tested
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpo_gsm8k.cli", *_train(prepared, tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    error = one_error_line(proc.returncode, proc.stderr, "train")
+    assert f"cache folder {home}/.cache/grpo-gsm8k: cannot write" in error
+    assert "set GRPO_GSM8K_CACHE to a writable folder" in error
+    assert not (tmp_path / "out").exists()

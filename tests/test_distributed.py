@@ -81,6 +81,8 @@ def test_torchrun_two_processes_on_cpu(prepared: Path, tmp_path: Path) -> None:
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics if "rewards/format/mean" in m] == [1, 2]
     assert [m["step"] for m in metrics if "eval/format_rate" in m] == [0, 1, 2]
+    # each rank answered its share of the eval questions; gathered, they are all of them
+    assert all(m["eval/n"] == 2 for m in metrics if "eval/format_rate" in m)
 
     # both ranks generated, and not the same thing: each scored its own prompts
     completions = read_jsonl(out / "completions.jsonl")

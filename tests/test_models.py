@@ -61,3 +61,25 @@ def test_lora_adapter_is_merged(embedded: str, tmp_path: Path) -> None:
     with torch.no_grad(), peft_model.disable_adapter():
         assert not torch.allclose(peft_model(ids).logits, got, atol=1e-3, rtol=1e-3)
     assert resolve_model(str(tmp_path / "adapter")).path == merged.path  # cached by content
+
+
+def test_broken_adapter_and_unwritable_cache_are_one_line(
+    embedded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("[1, 2")
+    with pytest.raises(ModelError, match=r"adapter_config.json: malformed JSON"):
+        resolve_model(str(adapter))
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": ""}))
+    with pytest.raises(ModelError, match="'base_model_name_or_path' is missing or empty"):
+        resolve_model(str(adapter))
+    # a valid adapter whose merge cannot be cached: the cache folder is under a file
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": embedded, "peft_type": "LORA"})
+    )
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("GRPO_GSM8K_CACHE", str(blocker / "cache"))
+    with pytest.raises(ModelError, match=r"cache folder .*blocker/cache: cannot write.*GRPO_GSM8K"):
+        resolve_model(str(adapter))

@@ -146,6 +146,63 @@ def test_training_prompt_is_eval_prompt(prepared: Path) -> None:
     )
 
 
+def test_model_and_lora_fields_are_trl_model_config(prepared: Path, tmp_path: Path) -> None:
+    from trl import ModelConfig
+
+    from grpo_gsm8k.training.recipe import parse_train_args, peft_config
+
+    args = tiny(prepared, tmp_path / "out")[1:]
+    script, config = parse_train_args([*args, "--use_peft"])
+    assert isinstance(script, ModelConfig)
+    lora = peft_config(script)
+    assert lora.target_modules == "all-linear"  # every linear layer, as before
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.bias) == (16, 32, 0.05, "none")
+    assert str(lora.task_type).endswith("CAUSAL_LM")
+    script, _ = parse_train_args([*args, "--use_peft", "--lora_target_modules", "q_proj", "v_proj"])
+    assert set(peft_config(script).target_modules) == {"q_proj", "v_proj"}
+    script, _ = parse_train_args(args)
+    assert peft_config(script) is None
+    script, config = parse_train_args([*args, "--dtype", "bfloat16"])
+    assert config.model_init_kwargs == {"dtype": "bfloat16"}
+
+
+def test_learning_rate_override_rescales_the_restored_schedule() -> None:
+    import torch
+    from transformers import get_scheduler
+
+    from grpo_gsm8k.training.callbacks import LearningRateOverride
+
+    def schedule(lr: float) -> tuple[torch.optim.Optimizer, object]:
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
+        return optimizer, get_scheduler("linear", optimizer, 2, 10)
+
+    optimizer, scheduler = schedule(5e-5)
+    for _ in range(4):  # past the warmup, into the decay: 5e-5 x 8/8 -> x 6/8
+        optimizer.step()
+        scheduler.step()
+    saved = (optimizer.state_dict(), scheduler.state_dict())
+    optimizer, scheduler = schedule(1e-4)  # the resumed run, with a new rate
+    optimizer.load_state_dict(saved[0])
+    scheduler.load_state_dict(saved[1])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-5 * 6 / 8)  # the old rate, kept
+    LearningRateOverride(1e-4).on_train_begin(
+        None, None, None, optimizer=optimizer, lr_scheduler=scheduler
+    )
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 6 / 8)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * 5 / 8)  # the schedule goes on
+
+
+def test_eval_questions_are_split_across_ranks() -> None:
+    from grpo_gsm8k.training.callbacks import rank_share
+
+    assert rank_share(5, 0, 1) == [0, 1, 2, 3, 4]
+    shares = [rank_share(5, rank, 2) for rank in (0, 1)]
+    assert shares == [[0, 2, 4], [1, 3]]
+    assert rank_share(1, 1, 2) == []  # a rank with no question still joins the gather
+
+
 # ------------------------------------------------------------------------------ real training
 
 
@@ -200,9 +257,21 @@ def test_train_two_steps_then_resume_to_three(prepared: Path, tmp_path: Path) ->
     metrics = read_jsonl(out / "metrics.jsonl")
     train_steps = [m["step"] for m in metrics if "rewards/format/mean" in m]
     assert train_steps == [1, 2, 3]  # steps 1-2 were not run again
-    assert json.loads((out / "grpo_gsm8k_config.json").read_text())["resumed_from"].endswith(
-        "checkpoint-2"
-    )
+    record = json.loads((out / "grpo_gsm8k_config.json").read_text())
+    assert record["resumes"][-1]["checkpoint"].endswith("checkpoint-2")
+    assert record["resumes"][-1]["overrides"] == {}
+
+    # a new learning rate: refused unless named, then in effect and appended to the record
+    assert main(tiny(prepared, out, "--max_steps", "4", "--resume", "--learning_rate", "1e-4")) == 2
+    override = ["--learning_rate", "1e-4", "--resume_override", "learning_rate"]
+    assert main(tiny(prepared, out, "--max_steps", "4", "--resume", *override)) == 0
+    metrics = read_jsonl(out / "metrics.jsonl")
+    rates = {m["step"]: m["learning_rate"] for m in metrics if "rewards/format/mean" in m}
+    assert rates[3] == pytest.approx(5e-5) and rates[4] == pytest.approx(1e-4)
+    record = json.loads((out / "grpo_gsm8k_config.json").read_text())
+    assert record["grpo_config"]["learning_rate"] == 5e-5  # the settings the run started with
+    assert [r["checkpoint"][-12:] for r in record["resumes"]] == ["checkpoint-2", "checkpoint-3"]
+    assert record["resumes"][-1]["overrides"] == {"learning_rate": [5e-5, 1e-4]}
 
 
 @pytest.mark.slow

@@ -59,10 +59,10 @@ def _train(argv: list[str]) -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
-    from .training.recipe import option_types, train_defaults
+    from .training.recipe import parse_train_args
     from .training.train import train
 
-    out = train(*_parse(option_types(), argv, "train", defaults=train_defaults()))
+    out = train(*parse_train_args(argv))
     if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate: the main process only
         print(f"wrote {out} (model, checkpoints, metrics.jsonl, grpo_gsm8k_config.json)")
 

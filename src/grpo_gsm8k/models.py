@@ -12,7 +12,8 @@ a folder with ``adapter_config.json``
 anything else that looks like ``org/name``
     downloaded from the Hugging Face Hub (``huggingface_hub.snapshot_download``).
 
-The cache folder is ``$GRPO_GSM8K_CACHE`` or ``~/.cache/grpo-gsm8k``.
+The cache folder is ``$GRPO_GSM8K_CACHE`` or ``~/.cache/grpo-gsm8k``; one that cannot be written is
+one line naming ``GRPO_GSM8K_CACHE``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def resolve_model(name: str, trust_remote_code: bool = False) -> ResolvedModel:
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
+            check_adapter(path)
             return ResolvedModel(name, str(_merged_adapter(path, trust_remote_code)), "lora-merged")
         if (path / "config.json").is_file():
             check_checkpoint(path)
@@ -87,6 +89,20 @@ def check_checkpoint(path: Path) -> None:
         raise ModelError(f"{config}: missing field 'model_type' (not a transformers config)")
     if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
         raise ModelError(f"{path}: no model weights (*.safetensors or *.bin)")
+
+
+def check_adapter(path: Path) -> str:
+    """The base model a LoRA adapter folder names in its ``adapter_config.json``; a ModelError
+    when the file is not a JSON mapping or names none."""
+    config = path / "adapter_config.json"
+    try:
+        values = json.loads(config.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{config}: malformed JSON ({e})") from None
+    base = values.get("base_model_name_or_path") if isinstance(values, dict) else None
+    if not isinstance(base, str) or not base:
+        raise ModelError(f"{config}: field 'base_model_name_or_path' is missing or empty")
+    return base
 
 
 def embedded_gguf_file() -> Path | None:
@@ -132,8 +148,18 @@ def _build_once(final: Path, build: Callable[[Path], None]) -> Path:
     rename: an interrupted build never leaves a half-written checkpoint in the cache."""
     if (final / "config.json").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    except OSError as e:
+        cache = cache_dir()
+        where = (
+            f"cache folder {cache}: cannot write ({e.strerror or e}); set GRPO_GSM8K_CACHE to a "
+            "writable folder"
+            if final.is_relative_to(cache)
+            else f"{final.parent}: cannot write ({e.strerror or e})"
+        )
+        raise ModelError(where) from None
     try:
         build(tmp)
     except BaseException:
@@ -216,6 +242,7 @@ def export(config: ExportConfig) -> Path:
     """The merged checkpoint in ``config.out``, built in a temp folder beside it and renamed."""
     if not (Path(config.adapter) / "adapter_config.json").is_file():
         raise ModelError(f"{config.adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    check_adapter(Path(config.adapter))
     final = Path(config.out)
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
         raise ModelError(f"{config.out}: already exists and is not an empty folder")

@@ -6,7 +6,8 @@ What the output dir holds when a run ends:
   merged model in ``merged/``), ``checkpoint-N/`` every ``save_steps`` (``--resume`` continues
   from the latest, at the same step and data order);
 - ``grpo_gsm8k_config.json``: every setting (ours and GRPOConfig's), model path, data sha256,
-  package versions;
+  package versions; each ``--resume`` appends an entry to its ``resumes`` (what changed, from which
+  checkpoint), the settings the run started with staying as they were (see :mod:`.resume`);
 - ``metrics.jsonl``: one line per log event (TRL's training metrics and ``eval/*``, the greedy
   in-training eval on held-out questions), for plotting offline;
 - ``completions.jsonl``: a few sampled completions per step with their rewards.
@@ -14,35 +15,34 @@ What the output dir holds when a run ends:
 Prompts are rendered to text with :func:`grpo_gsm8k.prompts.render_prompt`, the template ``eval``
 uses, so training and eval see the same tokens; the config record carries the template's identity
 (``prompt_template``) as eval's summary does.
+
+A run that trained no step fails (exit 2) and saves no final model.
 """
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
-from ..data import load_prepared
+from ..data import Example, load_prepared
 from ..errors import RecipeError
-from ..generation import SamplingSettings
-from ..generation.hf import generate
-from ..grading import score
 from ..hardware import choose_training
-from ..models import resolve_model
+from ..models import ResolvedModel, resolve_model
 from ..prompts import (
     PromptStyle,
-    prompt_ids,
     prompt_template,
     render_prompt,
     resolve_prompt_style,
     text_for_special_tokens,
 )
-from ..rewards import RewardFunc, completion_text, make_reward_funcs
+from ..rewards import make_reward_funcs
 from ..runfiles import (
-    append_jsonl,
+    COMPLETIONS,
+    METRICS,
+    TRAIN_CONFIG,
     check_output_dir,
     fingerprint,
     output_dir,
@@ -52,25 +52,75 @@ from ..runfiles import (
     write_json,
     write_jsonl,
 )
+from .callbacks import (
+    CompletionLog,
+    GSM8KGRPOTrainer,
+    HeldOutEval,
+    LearningRateOverride,
+    MetricsFile,
+)
 from .distributed import launch_record
-from .recipe import GSM8KArguments, check, resolved_settings
+from .recipe import GSM8KArguments, check, peft_config, resolved_settings
 from .recipe import reward_settings as make_reward_settings
-from .sampling_gap import SamplingGapLog
+from .resume import resume_changes
+from .vllm_sync import precision_record
 
-CONFIG_FILE = "grpo_gsm8k_config.json"
-METRICS_FILE = "metrics.jsonl"
-COMPLETIONS_FILE = "completions.jsonl"
+
+@dataclass
+class TrainData:
+    """What the trainer is given: the tokenizer, the prompt style, both sets of questions."""
+
+    tokenizer: Any
+    style: PromptStyle
+    train_rows: list[Example]
+    eval_rows: list[Example]
 
 
 def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
     """Train with the settings of a recipe + overrides; return the output dir."""
     check(script, config)  # every check that needs no model happens here
+    changes = resume_changes(script, config) if script.resume else {}
     out = Path(str(config.output_dir))
     main_process = config.process_index == 0  # the only rank that writes files (see launch/)
     check_output_dir(out)
     resolved = resolve_model(script.model, config.trust_remote_code)
+    data = load_data(script, config, resolved)
 
-    from datasets import Dataset
+    output_dir(out)
+    checkpoint = start_logs(out, script.resume, main_process)
+    record = run_record(script, config, resolved, data, checkpoint, changes)
+    if main_process:
+        write_json(out / TRAIN_CONFIG, record)
+    trainer = build_trainer(script, config, resolved, data)
+    if main_process:  # what accelerate made of the launch (FSDP/DeepSpeed show only here)
+        launch = record["resumes"][-1]["launch"] if checkpoint else record["launch"]
+        launch["accelerator"] = {
+            "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
+            "mixed_precision": trainer.accelerator.mixed_precision,
+            "num_processes": trainer.accelerator.num_processes,
+        }
+        # generation_dtype, learner_dtype: what the sampler and the learner compute in
+        (record["resumes"][-1] if checkpoint else record).update(precision_record(trainer))
+        write_json(out / TRAIN_CONFIG, record)
+    if checkpoint:  # the restored optimizer keeps the rate it was saved with; a no-op if equal
+        trainer.add_callback(LearningRateOverride(config.learning_rate))
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.state.global_step == 0:
+        raise RecipeError(
+            f"training ran 0 steps (train_file {script.train_file}, max_steps "
+            f"{config.max_steps}); no final model saved in {out}"
+        )
+    trainer.save_model(str(out))
+    if script.use_peft and trainer.accelerator.is_main_process:
+        from ..models import merge_adapter
+
+        merge_adapter(str(out), str(out / "merged"), config.trust_remote_code)
+    return out
+
+
+def load_data(script: GSM8KArguments, config: GRPOConfig, resolved: ResolvedModel) -> TrainData:
+    """The tokenizer and the questions; a RecipeError when the eval questions are also trained
+    on."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(
@@ -89,52 +139,81 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
             f"questions are also in train_file {script.train_file}"
         )
     style = resolve_prompt_style(script.prompt_style, tokenizer)
-    dataset = Dataset.from_list(
-        [{"prompt": trl_prompt(e.question, tokenizer, style), "gold": e.gold} for e in train_rows]
-    )
+    return TrainData(tokenizer, style, train_rows, eval_rows)
 
-    output_dir(out)
-    checkpoint = None
-    if not script.resume and main_process:  # logs of a run that died before its first checkpoint
-        for name in (METRICS_FILE, COMPLETIONS_FILE):
-            if (out / name).is_file():
+
+def start_logs(out: Path, resume: bool, main_process: bool) -> str | None:
+    """The checkpoint to resume from (None: a fresh run), the logs made to match it: a fresh
+    run drops the logs of a run that died before its first checkpoint, a resumed one the rows
+    logged after its checkpoint."""
+    if not resume:
+        for name in (METRICS, COMPLETIONS):
+            if main_process and (out / name).is_file():
                 print(f"note: {out / name} is from a run with no checkpoint; starting it afresh")
                 (out / name).unlink()
-    if script.resume:
-        from transformers.trainer_utils import get_last_checkpoint
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
 
-        checkpoint = get_last_checkpoint(str(out))
-        step = read_json(Path(checkpoint) / "trainer_state.json")["global_step"]
-        for name in (METRICS_FILE, COMPLETIONS_FILE):  # drop what was logged after the checkpoint
-            if main_process:
-                _truncate_jsonl(out / name, step)
+    checkpoint = get_last_checkpoint(str(out))
+    step = read_json(Path(checkpoint) / "trainer_state.json")["global_step"]
+    for name in (METRICS, COMPLETIONS):
+        if main_process:
+            _truncate_jsonl(out / name, step)
+    return str(checkpoint)
+
+
+def run_record(
+    script: GSM8KArguments,
+    config: GRPOConfig,
+    resolved: ResolvedModel,
+    data: TrainData,
+    checkpoint: str | None,
+    changes: dict[str, list[Any]],
+) -> dict[str, Any]:
+    """``grpo_gsm8k_config.json``: a fresh run's settings and facts; for a resumed run the
+    record it started with, one entry (its facts and what changed) appended to ``resumes``."""
     hardware = choose_training()
     used = {k: getattr(config, k) for k in ("bf16", "use_vllm", "vllm_mode")}
-    if main_process:
+    if config.process_index == 0:
         print(f"hardware: {hardware.reason}; training with {_describe(used)}")
-    record = {
-        **resolved_settings(script, config),
+    eval_file = script.eval_file if data.eval_rows else None
+    facts = {
         "hardware": {"chosen": hardware.settings, "reason": hardware.reason, "used": used},
         "model": {"name": resolved.name, "path": resolved.path, "source": resolved.source},
-        "resumed_from": checkpoint,
         "launch": launch_record(config),
         **provenance(
             data={
                 "train": fingerprint(script.train_file),
-                "eval": fingerprint(script.eval_file) if script.eval_file and eval_rows else None,
+                "eval": fingerprint(eval_file) if eval_file else None,
             },
-            prompt_template=prompt_template(style, tokenizer),
+            prompt_template=prompt_template(data.style, data.tokenizer),
         ),
     }
-    if main_process:
-        write_json(out / CONFIG_FILE, record)
+    if checkpoint is None:
+        return {**resolved_settings(script, config), **facts}
+    record = read_json(Path(str(config.output_dir)) / TRAIN_CONFIG)
+    entry = {"checkpoint": checkpoint, "overrides": changes, **facts}
+    record["resumes"] = [*record.get("resumes", []), entry]
+    return record
 
+
+def build_trainer(
+    script: GSM8KArguments, config: GRPOConfig, resolved: ResolvedModel, data: TrainData
+) -> GSM8KGRPOTrainer:
+    """The trainer with its reward functions, log files and in-training eval."""
+    from datasets import Dataset
+
+    out = Path(str(config.output_dir))
+    tokenizer, style = data.tokenizer, data.style
+    dataset = Dataset.from_list(
+        [
+            {"prompt": trl_prompt(e.question, tokenizer, style), "gold": e.gold}
+            for e in data.train_rows
+        ]
+    )
     rewards = make_reward_funcs(script.rewards, make_reward_settings(script))
     completions_log = CompletionLog(
-        out / COMPLETIONS_FILE,
-        script.completions_per_step,
-        config.process_index,
-        config.world_size,
+        out / COMPLETIONS, script.completions_per_step, config.process_index, config.world_size
     )
     trainer = GSM8KGRPOTrainer(
         model=resolved.path,
@@ -142,40 +221,24 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(script),
-        callbacks=[MetricsFile(out / METRICS_FILE)],
+        peft_config=peft_config(script),
+        callbacks=[MetricsFile(out / METRICS)],
     )
-    if main_process:  # what accelerate made of the launch (FSDP/DeepSpeed show only here)
-        record["launch"]["accelerator"] = {
-            "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
-            "mixed_precision": trainer.accelerator.mixed_precision,
-            "num_processes": trainer.accelerator.num_processes,
-        }
-        from .vllm_sync import precision_record
-
-        record.update(precision_record(trainer))  # generation_dtype, learner_dtype
-        write_json(out / CONFIG_FILE, record)
-    if eval_rows:
-        prompts = [render_prompt(e.question, tokenizer, style) for e in eval_rows]
+    if data.eval_rows:
+        prompts = [render_prompt(e.question, tokenizer, style) for e in data.eval_rows]
         max_new = int(script.eval_max_new_tokens or config.max_completion_length or 256)
         trainer.add_callback(
             HeldOutEval(
                 trainer,
                 prompts,
-                [e.gold for e in eval_rows],
+                [e.gold for e in data.eval_rows],
                 script.eval_every,
                 script.eval_at_start,
                 max_new,
                 script.eval_batch_size,
             )
         )
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(out))
-    if script.use_peft and trainer.accelerator.is_main_process:
-        from ..models import merge_adapter
-
-        merge_adapter(str(out), str(out / "merged"), config.trust_remote_code)
-    return out
+    return trainer
 
 
 def _describe(used: dict[str, Any]) -> str:
@@ -188,183 +251,9 @@ def trl_prompt(question: str, tokenizer: Any, style: PromptStyle) -> str:
     return text_for_special_tokens(tokenizer, render_prompt(question, tokenizer, style))
 
 
-def lora_config(script: GSM8KArguments) -> Any:
-    if not script.use_peft:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        task_type="CAUSAL_LM",
-        r=script.lora_r,
-        lora_alpha=script.lora_alpha,
-        lora_dropout=script.lora_dropout,
-        target_modules=script.lora_target_modules or "all-linear",
-        bias="none",
-    )
-
-
 def _truncate_jsonl(path: Path, last_step: int) -> None:
     """Drop the log rows written after ``last_step`` (and a torn last line)."""
     if not path.is_file():
         return
     rows = [row for _, row in read_jsonl(path, torn_tail="drop")]
     write_jsonl(path, [row for row in rows if (row.get("step") or 0) <= last_step])
-
-
-# ------------------------------------------------------------------------- trainer and callbacks
-
-
-class GSM8KGRPOTrainer(SamplingGapLog, GRPOTrainer):
-    """GRPOTrainer whose next log event also carries ``extra_logs`` (the in-training eval). Its
-    colocated vLLM engine runs in the trainer's dtype (:mod:`.vllm_sync`; on CPU
-    :class:`.vllm_sync.CPUVLLMGeneration`), the sampler/learner gap is always logged
-    (:mod:`.sampling_gap`), and on CPU its LM head scores only completion tokens
-    (:mod:`.cpu_logprobs`)."""
-
-    extra_logs: dict[str, float] | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from .cpu_logprobs import score_completion_tokens_only_on_cpu
-        from .vllm_sync import colocated_engine
-
-        score_completion_tokens_only_on_cpu()
-        with colocated_engine(kwargs["args"]):
-            super().__init__(*args, **kwargs)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.extra_logs:
-            logs = {**logs, **self.extra_logs}
-            self.extra_logs = None
-        super().log(logs, start_time)
-
-
-class MetricsFile(TrainerCallback):
-    """Appends every log event to ``metrics.jsonl`` as one JSON line with its step."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
-        if state.is_world_process_zero and logs:
-            append_jsonl(self.path, [{"step": state.global_step, "epoch": state.epoch, **logs}])
-
-
-class HeldOutEval(TrainerCallback):
-    """Greedy accuracy (strict, flexible) and format rate on held-out questions every ``every``
-    steps (and at the start and the end) on the live model, logged as ``eval/*``."""
-
-    def __init__(
-        self,
-        trainer: GSM8KGRPOTrainer,
-        prompts: list[str],
-        golds: list[str],
-        every: int,
-        at_start: bool,
-        max_new_tokens: int,
-        batch_size: int,
-    ) -> None:
-        self.trainer = trainer
-        self.prompts = prompts
-        self.golds = golds
-        self.every = every
-        self.at_start = at_start
-        self.sampling = SamplingSettings(max_new_tokens=max_new_tokens)
-        self.batch_size = batch_size
-
-    def evaluate(self) -> dict[str, float]:
-        import torch
-
-        from .vllm_sync import CPUVLLMGeneration
-
-        trainer = self.trainer
-        engine = getattr(trainer, "vllm_generation", None) if trainer.use_vllm else None
-        cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=cuda):  # generate() seeds; keep training's RNG as is
-            if isinstance(engine, CPUVLLMGeneration):  # the colocated engine, synced first
-                if trainer._last_loaded_step != trainer.state.global_step:
-                    engine.sync_weights()
-                    trainer._last_loaded_step = trainer.state.global_step
-                tokenizer = trainer.processing_class
-                ids = [prompt_ids(tokenizer, p) for p in self.prompts]
-                results = [[c] for c in engine.greedy(ids, self.sampling.max_new_tokens)]
-            else:
-                results = generate(
-                    trainer.accelerator.unwrap_model(trainer.model),
-                    trainer.processing_class,
-                    self.prompts,
-                    self.sampling,
-                    self.batch_size,
-                    progress=False,
-                )
-        texts = [group[0].text for group in results]
-        metrics = {f"eval/{k}": v for k, v in score(texts, self.golds).items()}
-        metrics["eval/mean_tokens"] = sum(g[0].tokens for g in results) / len(results)
-        metrics["eval/truncated_rate"] = sum(g[0].truncated for g in results) / len(results)
-        return metrics
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-        if self.at_start and state.global_step == 0:
-            self.trainer.log(self.evaluate())
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            self.trainer.extra_logs = self.evaluate()
-            control.should_log = True
-        return control
-
-
-class CompletionLog:
-    """Wraps the reward functions: the last one of each call appends a few completions with
-    every reward's value (and which keyword arguments TRL passed) to ``completions.jsonl``.
-
-    Under several processes every rank scores its own completions: each contributes its first
-    ``ceil(per_step / world_size)`` rows (tagged with ``rank``), gathered to the main process,
-    which alone writes the first ``per_step`` of them."""
-
-    def __init__(self, path: Path, per_step: int, rank: int = 0, world_size: int = 1) -> None:
-        self.path = path
-        self.per_step = per_step
-        self.rank = rank
-        self.world_size = world_size
-        self.enabled = per_step > 0  # the same on every rank: gathering is collective
-        self.values: dict[str, list[float]] = {}
-
-    def wrap(self, funcs: list[RewardFunc]) -> list[RewardFunc]:
-        return [self._wrap(f, last=i == len(funcs) - 1) for i, f in enumerate(funcs)]
-
-    def _wrap(self, func: RewardFunc, last: bool) -> RewardFunc:
-        @functools.wraps(func)
-        def wrapped(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-            values = func(prompts, completions, **kwargs)
-            self.values[func.__name__] = values
-            if last and self.enabled:
-                self._write(completions, kwargs)
-            return values
-
-        return wrapped
-
-    def _write(self, completions: list[Any], kwargs: dict[str, Any]) -> None:
-        state = kwargs.get("trainer_state")
-        step = state.global_step + 1 if state is not None else None
-        ids = kwargs.get("completion_ids")
-        golds = kwargs.get("gold")
-        rows = []
-        per_rank = -(-self.per_step // self.world_size)
-        for i in range(min(per_rank, len(completions))):
-            rows.append(
-                {
-                    "step": step,
-                    "rank": self.rank,
-                    "gold": golds[i] if golds else None,
-                    "completion": completion_text(completions[i]),
-                    "tokens": len(ids[i]) if ids else None,
-                    "rewards": {name: v[i] for name, v in self.values.items()},
-                    "reward_kwargs": sorted(kwargs),
-                }
-            )
-        if self.world_size > 1:
-            from accelerate.utils import gather_object
-
-            rows = gather_object(rows)[: self.per_step]
-        if self.rank == 0:
-            append_jsonl(self.path, rows)
