@@ -94,6 +94,13 @@ class GSM8KArguments:
             "x gradient_accumulation_steps must equal it x num_generations (None: not checked)"
         },
     )
+    dynamic_sampling_rounds: int = field(
+        default=0,
+        metadata={
+            "help": "dynamic sampling (DAPO): drop prompt groups whose rewards are all equal and "
+            "refill the batch with new prompts, in at most N extra generation rounds (0: off)"
+        },
+    )
     use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
@@ -135,9 +142,11 @@ def check(script: GSM8KArguments, config: Any) -> None:
     """Settings that would otherwise fail only after the model has loaded."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    from . import dynamic_sampling
     from .distributed import check_launch
 
     check_launch(config, script.prompts_per_step)
+    dynamic_sampling.check(script.dynamic_sampling_rounds, config)
     if not Path(script.train_file).is_file():
         raise RecipeError(f"train_file {script.train_file}: file not found")
     if script.prompt_style not in PROMPT_STYLES:

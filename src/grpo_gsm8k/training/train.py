@@ -53,6 +53,7 @@ from ..runfiles import (
     write_json,
     write_jsonl,
 )
+from . import dynamic_sampling
 from .distributed import launch_record
 from .recipe import GSM8KArguments, check, resolved_settings
 from .recipe import reward_settings as make_reward_settings
@@ -145,6 +146,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
         peft_config=lora_config(script),
         callbacks=[MetricsFile(out / METRICS_FILE)],
     )
+    dynamic_sampling.enable(trainer, script.dynamic_sampling_rounds)
     if main_process:  # what accelerate made of the launch (FSDP/DeepSpeed show only here)
         record["launch"]["accelerator"] = {
             "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
