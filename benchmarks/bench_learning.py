@@ -2,8 +2,8 @@
 teaches it more often?
 
     .venv/bin/python benchmarks/bench_learning.py [--seeds 1 2 3 4 5] [--variants base dynamic]
-        [--eval-n 128] [--symbolic-n 64] [--data data] [--out runs/bench_learning]
-        [--max-runs N] [-- --field value ...]
+        [--eval-n 128] [--symbolic-n 64] [--eval-backend auto] [--data data]
+        [--out runs/bench_learning] [--max-runs N] [-- --field value ...]
 
 For each variant and seed it trains the CPU recipe (``recipes/cpu-smollm2.yaml`` unless
 ``--recipe``) with ``--seed S`` and evaluates the trained model greedily on the same held-out
@@ -73,12 +73,13 @@ def cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"bench_learning: grpo-gsm8k {args[0]} failed ({status}); see {log}")
 
 
-def evaluate(model: str, data: str, n: int, out: Path, tokens: int) -> None:
+def evaluate(args: argparse.Namespace, model: str, data: str, n: int, out: Path) -> None:
     if (out / "summary.json").is_file():
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    args = ["eval", model, "--data", data, "--limit", str(n), "--max-new-tokens", str(tokens)]
-    cli([*args, "--out", str(out)], out.parent / f"{out.name}.log")
+    command = ["eval", model, "--data", data, "--limit", str(n), "--out", str(out)]
+    command += ["--max-new-tokens", str(args.max_new_tokens), "--backend", args.eval_backend]
+    cli(command, out.parent / f"{out.name}.log")
 
 
 def eval_sets(args: argparse.Namespace) -> dict[str, tuple[str, int]]:
@@ -134,7 +135,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, extra: list[str])
     paired: dict[str, Any] = {}
     for name, (data, n) in eval_sets(args).items():
         after = folder.parent / f"{name}-after"
-        evaluate(str(folder), data, n, after, args.max_new_tokens)
+        evaluate(args, str(folder), data, n, after)
         summary, _ = pair_runs(str(Path(args.out) / f"{name}-before"), str(after))
         paired[name] = {
             m: {k: summary["metrics"][m][k] for k in ("rate_a", "rate_b", "diff", "mcnemar_p")}
@@ -146,6 +147,11 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, extra: list[str])
         "variant": variant,
         "seed": seed,
         "train_args": [*VARIANTS[variant], *extra],
+        "eval_settings": {
+            "sets": {k: {"data": d, "n": n} for k, (d, n) in eval_sets(args).items()},
+            "backend": args.eval_backend,
+            "max_new_tokens": args.max_new_tokens,
+        },
         "paired": paired,
         "training": training_summary(folder),
         "train_s": round(trained - start, 1),
@@ -204,6 +210,7 @@ def main() -> None:
     ap.add_argument("--symbolic-n", type=int, default=0, help="GSM-Symbolic questions (0: none)")
     ap.add_argument("--symbolic-data", default="data/gsm-symbolic/eval.jsonl")
     ap.add_argument("--max-new-tokens", type=int, default=192, help="eval tokens (the demo's)")
+    ap.add_argument("--eval-backend", default="auto", help="eval --backend (default: auto)")
     ap.add_argument("--data", default="data", help="prepared GSM8K folder (default: data)")
     ap.add_argument("--recipe", default=str(REPO / "recipes" / "cpu-smollm2.yaml"))
     ap.add_argument("--out", default="runs/bench_learning", help="results folder")
@@ -222,7 +229,7 @@ def main() -> None:
         if not any(r["variant"] == v and r["seed"] == s for r in done)
     ]
     for name, (data, n) in eval_sets(args).items():
-        evaluate("smollm2-135m", data, n, out / f"{name}-before", args.max_new_tokens)
+        evaluate(args, "smollm2-135m", data, n, out / f"{name}-before")
     for variant, seed in todo[: args.max_runs]:
         record = run_one(args, variant, seed, extra)
         with results.open("a") as f:
