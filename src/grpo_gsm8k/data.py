@@ -223,12 +223,8 @@ def _run_prepare_symbolic(config: PrepareConfig) -> dict[str, Any]:
 
     if config.eval_size is not None:
         raise DataError(f"--eval-size: GSM8K only; --source {SOURCE} takes --count")
-    settings = SymbolicSettings()
-    settings = SymbolicSettings(
-        count=settings.count if config.count is None else config.count,
-        seed=settings.seed if config.seed is None else config.seed,
-        difficulty=settings.difficulty if config.difficulty is None else config.difficulty,
-    )
+    given = {k: getattr(config, k) for k in ("count", "seed", "difficulty")}
+    settings = SymbolicSettings(**{k: v for k, v in given.items() if v is not None})
     out = config.out or DEFAULT_OUT
     manifest = prepare_symbolic(out, settings)
     print(
