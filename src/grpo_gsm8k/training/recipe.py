@@ -136,6 +136,13 @@ class GSM8KArguments(ModelConfig):
             "x gradient_accumulation_steps must equal it x num_generations (None: not checked)"
         },
     )
+    dynamic_sampling_rounds: int = field(
+        default=0,
+        metadata={
+            "help": "dynamic sampling (DAPO): drop prompt groups whose rewards are all equal and "
+            "refill the batch with new prompts, in at most N extra generation rounds (0: off)"
+        },
+    )
 
     def __post_init__(self) -> None:
         from .distributed import check_environment
@@ -235,9 +242,11 @@ def peft_config(script: GSM8KArguments) -> Any:
 
 def check(script: GSM8KArguments, config: Any) -> None:
     """Settings that would otherwise fail only after the model has loaded."""
+    from . import dynamic_sampling
     from .distributed import check_launch
 
     check_launch(config, script.prompts_per_step)
+    dynamic_sampling.check(script.dynamic_sampling_rounds, config)
     check_settings(script, config)
     check_files(script, config)
     check_run_folder(script, config)

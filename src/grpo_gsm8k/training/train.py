@@ -52,6 +52,7 @@ from ..runfiles import (
     write_json,
     write_jsonl,
 )
+from . import dynamic_sampling
 from .callbacks import (
     CompletionLog,
     GSM8KGRPOTrainer,
@@ -92,6 +93,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
     if main_process:
         write_json(out / TRAIN_CONFIG, record)
     trainer = build_trainer(script, config, resolved, data)
+    dynamic_sampling.enable(trainer, script.dynamic_sampling_rounds)
     if main_process:  # what accelerate made of the launch (FSDP/DeepSpeed show only here)
         launch = record["resumes"][-1]["launch"] if checkpoint else record["launch"]
         launch["accelerator"] = {
