@@ -183,7 +183,7 @@ def test_no_model_loads_or_bad_settings_exit_2_and_leave_nothing(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("")
     save = ["--save", "new/s.jsonl"]
-    assert main(["chat", "/nonexistent/a", "./nope", *save, "--ask", "Hi"]) == 2
+    assert main(["chat", "/nonexistent/a", "./missing", *save, "--ask", "Hi"]) == 2
     out, err = capsys.readouterr()
     assert err == "grpo-gsm8k chat: error: no model could be loaded (see the lines above)\n"
     assert out.count("✗ ") == 2

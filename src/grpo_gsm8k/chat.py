@@ -140,7 +140,7 @@ class ChatConfig:
     )
     eval_file: str = field(
         default="data/eval.jsonl",
-        metadata={"help": "prepared eval JSONL for /gsm8k"},
+        metadata={"help": "prepared eval JSONL for /gsm8k (`grpo-gsm8k prepare` writes it)"},
     )
     save: str | None = field(
         default=None,
@@ -716,11 +716,23 @@ def read_lines(config: ChatConfig, console: Any) -> Iterator[str]:
             yield line.rstrip("\n")
         return
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory
+    from prompt_toolkit.history import FileHistory, History, InMemoryHistory
     from prompt_toolkit.key_binding import KeyBindings
 
     history_path = Path(config.history_file or cache_dir() / "chat_history").expanduser()
-    history_path.parent.mkdir(parents=True, exist_ok=True)
+    history: History
+    try:
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+        history_path.open("a").close()
+        history = FileHistory(str(history_path))
+    except OSError as e:  # e.g. a read-only home: this session's history only
+        history = InMemoryHistory()
+        console.print(
+            f"input history not kept: {history_path}: {e.strerror or e} (--history-file)",
+            style="yellow",
+            markup=False,
+            **PLAIN,
+        )
     keys = KeyBindings()
 
     @keys.add("enter")
@@ -737,7 +749,7 @@ def read_lines(config: ChatConfig, console: Any) -> Iterator[str]:
         event.current_buffer.insert_text("\n")
 
     session: PromptSession[str] = PromptSession(
-        history=FileHistory(str(history_path)),
+        history=history,
         key_bindings=keys,
         multiline=True,
         prompt_continuation="... ",

@@ -1,7 +1,8 @@
 """Which generation backend and which dtype a run uses when the user leaves them at ``auto``.
 
 One place decides, from what the machine reports, and says why; eval writes the choice into
-``summary.json`` and one log line, training into its config record. Explicit settings always win.
+``summary.json`` and one log line, chat prints that line, training writes its choice into its
+config record. Explicit settings always win.
 
 What is read: whether CUDA is available (and the GPU's name), torch's CPU capability
 (``torch.backends.cpu.get_cpu_capability()``: ``AVX512``, ``AVX2``, ...), the CPU flags that
