@@ -1,6 +1,7 @@
-"""Chat streaming overhead: the chat's HF engine (``generate`` in a thread, TextIteratorStreamer,
-a Ctrl-C stopping criterion) vs a plain ``model.generate`` of the same prompt; and the same engine
-with one torch thread (one prompt at a time on a busy CPU, torch's threads wait on each other).
+"""Chat streaming overhead: the HF backend's ``stream`` as chat uses it (``generate`` in a thread,
+TextIteratorStreamer, a Ctrl-C stopping criterion) vs a plain ``model.generate`` of the same
+prompt; and the same stream with one torch thread (one prompt at a time on a busy CPU, torch's
+threads wait on each other).
 
     python benchmarks/bench_chat.py [--questions 8] [--max-new-tokens 64]
 
@@ -29,13 +30,14 @@ def main() -> None:
 
     import torch
 
-    from grpo_gsm8k.chat import HFEngine
     from grpo_gsm8k.data import load_gsm8k_split
     from grpo_gsm8k.generation import SamplingSettings
+    from grpo_gsm8k.generation.hf import HFBackend, special_ids
     from grpo_gsm8k.models import resolve_model
     from grpo_gsm8k.prompts import prompt_ids, render_prompt
 
-    engine = HFEngine(resolve_model("smollm2-135m").path, "auto", False)
+    engine = HFBackend(resolve_model("smollm2-135m").path, batch_size=1, dtype="auto")
+    eos, pad_id = special_ids(engine.model, engine.tokenizer)
     questions = [e.question for e in load_gsm8k_split(args.gsm8k, "test")[: args.questions]]
     sampling = SamplingSettings(args.max_new_tokens, 1, 0.0, 1.0, 0)
     default_threads = torch.get_num_threads()
@@ -43,10 +45,10 @@ def main() -> None:
     totals = {way: [0, 0.0] for way in ways}  # tokens, seconds
     same = 0  # questions where streamed and plain generated as many tokens (greedy: same answer)
     warm = render_prompt("Hi", engine.tokenizer, "chat")
-    engine.generate(warm, sampling, threading.Event(), lambda text: None)
+    engine.stream(warm, sampling, threading.Event(), lambda text: None)
     for question in questions:
         prompt = render_prompt(question, engine.tokenizer, "chat")
-        answer = engine.generate(prompt, sampling, threading.Event(), lambda text: None)
+        answer = engine.stream(prompt, sampling, threading.Event(), lambda text: None)
         totals["streamed"][0] += answer.tokens
         totals["streamed"][1] += answer.seconds
 
@@ -58,17 +60,17 @@ def main() -> None:
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=args.max_new_tokens,
                 do_sample=False,
-                pad_token_id=engine.pad_id,
+                pad_token_id=pad_id,
             )
         seconds = time.perf_counter() - started
         new = out[0, ids.shape[1] :].tolist()
-        end = next((j for j, t in enumerate(new) if t in engine.eos), len(new))
+        end = next((j for j, t in enumerate(new) if t in eos), len(new))
         same += end == answer.tokens
         totals["plain"][0] += end
         totals["plain"][1] += seconds
 
         torch.set_num_threads(1)
-        one = engine.generate(prompt, sampling, threading.Event(), lambda text: None)
+        one = engine.stream(prompt, sampling, threading.Event(), lambda text: None)
         torch.set_num_threads(default_threads)
         totals["streamed, 1 thread"][0] += one.tokens
         totals["streamed, 1 thread"][1] += one.seconds

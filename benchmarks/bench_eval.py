@@ -105,7 +105,7 @@ def worker(kind: str, args: argparse.Namespace) -> None:
         dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
     reply({"ready": True, "load_s": time.perf_counter() - t0, "dtype": dtype})
 
-    from grpo_gsm8k.generation.vllm import _sampling_params
+    from grpo_gsm8k.generation.vllm import sampling_params
 
     for line in sys.stdin:
         part = line.strip()
@@ -119,7 +119,7 @@ def worker(kind: str, args: argparse.Namespace) -> None:
         else:  # raw vLLM on this worker's engine
             from vllm.inputs import TokensPrompt
 
-            params = _sampling_params(sampling, per_request_seed=False)  # greedy: no seed
+            params = sampling_params(sampling, per_request_seed=False)  # greedy: no seed
             outputs = llm.generate(
                 [TokensPrompt(prompt_token_ids=p) for p in ids], params, use_tqdm=False
             )

@@ -27,6 +27,11 @@ from grpo_gsm8k.prompts import SYSTEM_PROMPT, raw_prompt, render_messages, rende
 
 MODEL = "smollm2-135m"
 
+NO_EVAL_FILE = (
+    "/gsm8k: no eval file data/eval.jsonl; `grpo-gsm8k prepare` writes it, or start the chat "
+    "with --eval-file FILE"
+)
+
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -73,7 +78,7 @@ def test_ask_two_models_follow_up_gsm8k_and_save(
 ) -> None:
     """Two labelled answers per turn, a follow-up that sees the first answer, /gsm8k asked as
     eval asks it and graded in both modes, /save and --save writing the same rows."""
-    saved, logged = tmp_path / "saved.jsonl", tmp_path / "log.jsonl"
+    saved, logged = tmp_path / "saved.jsonl", tmp_path / "new" / "log.jsonl"  # made when used
     eval_file = prepared / "eval.jsonl"
     code = main(
         [
@@ -124,28 +129,75 @@ def test_ask_two_models_follow_up_gsm8k_and_save(
 
 
 def test_a_model_that_fails_to_load_is_one_line_and_the_others_answer(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Also: lines piped on stdin (not a terminal) are the inputs, /quit ends them."""
-    monkeypatch.setattr(sys, "stdin", io.StringIO("Hi\n/temperature x\n/quit\nnot asked\n"))
+    """Also: lines piped on stdin (not a terminal) are the inputs, /quit ends them; a command
+    that fails (/gsm8k in a folder without data/eval.jsonl, an unknown one, a bad value) is one
+    line and the chat goes on."""
+    monkeypatch.chdir(tmp_path)
+    lines = "/gsm8k 3\n/nope\nHi\n/temperature x\n/quit\nnot asked\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(lines))
     code = main(["chat", "/nonexistent/model", MODEL, "--max-new-tokens", "4"])
-    out = capsys.readouterr().out
-    assert code == 0
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
     failed = [line for line in out.splitlines() if "/nonexistent/model" in line]
     assert failed == ["✗ /nonexistent/model: no such model folder"]
     assert f"✓ {MODEL}" in out and out.count(f"╭─ {MODEL}") == 1 and out.count("tok/s") == 1
-    assert "/temperature needs a number >= 0 (now 0.0)" in out
+    assert NO_EVAL_FILE in out.splitlines()
+    assert "unknown command /nope; /help lists them" in out.splitlines()
+    assert "/temperature needs a number >= 0 (now 0.0)" in out.splitlines()
+    assert os.listdir(tmp_path) == []
 
 
-def test_no_model_loads_or_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["chat", "/nonexistent/a", "./nope", "--ask", "Hi"]) == 2
+def test_ask_commands_that_fail_exit_2(
+    prepared: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--ask: the first command that fails ends the chat with one line and status 2; the answers
+    before it are kept."""
+    monkeypatch.chdir(tmp_path)
+    eval_file = str(prepared / "eval.jsonl")
+    for asks, message in [
+        (["Hi", "/gsm8k 99999"], "/gsm8k takes a question number from 0 to 499, got 99999"),
+        (["/nope", "Hi"], "unknown command /nope; /help lists them"),
+        (["/max-tokens 0"], "/max-tokens needs a whole number >= 1 (now 4)"),
+    ]:
+        argv = ["chat", MODEL, "--max-new-tokens", "4", "--eval-file", eval_file]
+        argv += ["--save", "s.jsonl", *(a for ask in asks for a in ("--ask", ask))]
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert err == f"grpo-gsm8k chat: error: {message}\n"
+        assert out.count("tok/s") == (1 if asks[0] == "Hi" else 0)
+    assert len(read_rows(tmp_path / "s.jsonl")) == 1  # the one answer made, saved
+    assert main(["chat", MODEL, "--ask", "/gsm8k 3"]) == 2  # no data/eval.jsonl here
+    assert capsys.readouterr().err == f"grpo-gsm8k chat: error: {NO_EVAL_FILE}\n"
+    assert os.listdir(tmp_path) == ["s.jsonl"]
+
+
+def test_no_model_loads_or_bad_settings_exit_2_and_leave_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before or while loading: one line, status 2, no --save file or folder made."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    save = ["--save", "new/s.jsonl"]
+    assert main(["chat", "/nonexistent/a", "./missing", *save, "--ask", "Hi"]) == 2
     out, err = capsys.readouterr()
     assert err == "grpo-gsm8k chat: error: no model could be loaded (see the lines above)\n"
     assert out.count("✗ ") == 2
-    assert main(["chat", MODEL, "--temperature", "-1", "--ask", "Hi"]) == 2
-    assert (
-        capsys.readouterr().err == "grpo-gsm8k chat: error: --temperature must be >= 0, got -1.0\n"
-    )
+    for argv, message in [
+        ([MODEL, "--temperature", "-1", *save], "--temperature must be >= 0, got -1.0"),
+        ([MODEL, "--dtype", "bf16", *save], "--dtype must be one of auto, bfloat16, float16, "
+         "float32, got 'bf16'"),
+        ([MODEL, "--save", "file/s.jsonl"], f"--save file/s.jsonl: {tmp_path / 'file'} is not a "
+         "folder"),
+        ([MODEL, "--save", "."], "--save .: is a folder; name a file"),
+    ]:  # fmt: skip
+        assert main(["chat", *argv, "--ask", "Hi"]) == 2
+        assert capsys.readouterr().err == f"grpo-gsm8k chat: error: {message}\n"
+    assert os.listdir(tmp_path) == ["file"]
 
 
 # ------------------------------------------------------------------------- the real terminal
@@ -205,9 +257,10 @@ class Tmux:
 
 @pytest.mark.slow
 def test_repl_in_a_real_terminal(prepared: Path, tmp_path: Path) -> None:
-    """The embedded model twice in tmux: a question streams into two labelled columns, Ctrl-C
-    stops an answer but not the program, /gsm8k grades each model, /save writes one row per
-    model answer, /quit exits 0."""
+    """The embedded model twice in tmux: a command typed while the models load shows once, at
+    the prompt, and failing (no data/eval.jsonl yet) is one line, the chat going on; a question
+    streams into two labelled columns, Ctrl-C stops an answer but not the program, /gsm8k grades
+    each model, /save writes one row per model answer, /quit exits 0."""
     if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed (apt-get install -y tmux; .ci/run does it)")
     transcript = tmp_path / "transcript.jsonl"
@@ -215,17 +268,24 @@ def test_repl_in_a_real_terminal(prepared: Path, tmp_path: Path) -> None:
         shlex.quote(a)
         for a in [
             sys.executable, "-m", "grpo_gsm8k.cli", "chat", MODEL, MODEL,
-            "--max-new-tokens", "48", "--eval-file", str(prepared / "eval.jsonl"),
-            "--history-file", str(tmp_path / "history"),
+            "--max-new-tokens", "48", "--history-file", str(tmp_path / "history"),
         ]
     )  # fmt: skip
     env = {"PYTHONPATH": str(REPO / "src"), "TERM": "xterm-256color"}
     if "GRPO_GSM8K_CACHE" in os.environ:
         env["GRPO_GSM8K_CACHE"] = os.environ["GRPO_GSM8K_CACHE"]
-    tmux = Tmux(f"{command}; echo EXIT=$?; sleep 120", env)
+    work = tmp_path / "work"  # the chat's folder: data/eval.jsonl comes later
+    work.mkdir()
+    tmux = Tmux(f"cd {shlex.quote(str(work))} && {command}; echo EXIT=$?; sleep 120", env)
     try:
-        tmux.wait_for(f"✓ {MODEL} #2")
-        tmux.wait_for_prompt()
+        tmux.wait_for("hardware: backend hf")  # loading: keys typed now wait for the prompt
+        tmux.send("/gsm8k 3", "Enter")
+        tmux.wait_for(re.escape(NO_EVAL_FILE))
+        screen = tmux.wait_for_prompt()
+        assert screen.count("/gsm8k 3") == 1 and "you> /gsm8k 3" in screen, screen
+        assert f"✓ {MODEL} #2" in screen and "EXIT=" not in screen
+        (work / "data").mkdir()
+        shutil.copy(prepared / "eval.jsonl", work / "data" / "eval.jsonl")
         tmux.send("What is 2+3?", "Enter")
         tmux.wait_for("tok/s", 2, after="What is 2+3?")
         screen = tmux.wait_for_prompt()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from grpo_gsm8k.cli import main
+from grpo_gsm8k.generation import load_backend
 from grpo_gsm8k.hardware import CPU_FLAGS, Machine, choose, cpu_flags, vllm_import_error
 
 AVX2 = Machine(None, "AVX2", ("avx2",))
@@ -60,6 +61,31 @@ def test_choose(machine, backend, dtype, vllm, want_backend, want_dtype, words) 
     assert record["cpu_flags"] == list(machine.cpu_flags)
     assert json.loads(json.dumps(record)) == record
     assert choice.reason in choice.log_line()
+
+
+@pytest.mark.parametrize(
+    ("machine", "backend", "vllm", "want_backend", "want_dtype", "words"),
+    [
+        # chat: one prompt at a time, someone waiting; vLLM-CPU's start-up is not worth it
+        (AVX512_BF16, "auto", never, "hf", "float32", "one prompt at a time"),
+        (AMX, "auto", never, "hf", "float32", "takes a minute or more to start"),
+        (AVX2, "auto", never, "hf", "float32", "one prompt at a time"),
+        (GPU, "auto", imports, "vllm", "auto", "CUDA GPU NVIDIA H100"),
+        (GPU, "auto", broken, "hf", "auto", "does not import"),
+        (AVX512_BF16, "vllm", never, "vllm", "bfloat16", "backend vllm as asked"),
+    ],
+)
+def test_choose_for_chat(machine, backend, vllm, want_backend, want_dtype, words) -> None:  # type: ignore[no-untyped-def]
+    choice = choose(backend, "auto", machine=machine, vllm_error=vllm, interactive=True)
+    assert (choice.backend, choice.dtype) == (want_backend, want_dtype)
+    assert words in choice.reason
+    assert choice.to_dict()["asked"] == {"backend": backend, "dtype": "auto"}
+
+
+def test_loading_a_backend_takes_a_decided_one() -> None:
+    """auto is decided by choose alone: the generation layer has no rule of its own."""
+    with pytest.raises(ValueError, match=r"hardware\.choose decides auto"):
+        load_backend("auto", "/nonexistent/model")
 
 
 @pytest.mark.parametrize(("backend", "dtype"), [("tpu", "auto"), ("auto", "bf16")])

@@ -11,40 +11,43 @@ front; the same model named twice is loaded once and answers under two labels (`
 ``name #2``) with different sampling seeds. The prompt is the one eval and training use (the
 chat template with the same system prompt), extended with the conversation so far.
 
-Backends: ``hf`` streams with transformers' ``TextIteratorStreamer`` (``generate`` runs in a
-thread); ``vllm`` streams by stepping the engine (``LLMEngine.step``) with cumulative outputs, the
-engine core running in this process so that Ctrl-C reaches only us. Ctrl-C stops the answer being
-generated (a stopping criterion for hf, an abort for vLLM), skips the models still waiting and
-keeps the turn out of the conversation; Ctrl-D (or ``/quit``) leaves.
+Answers stream through the generation backends' ``stream`` (:mod:`grpo_gsm8k.generation`); which
+backend and dtype ``auto`` means is decided by :func:`grpo_gsm8k.hardware.choose` for interactive
+use. Ctrl-C stops the answer being generated, skips the models still waiting and keeps the turn
+out of the conversation; Ctrl-D (or ``/quit``) leaves.
+
+A command that fails is one line: at the prompt the chat goes on, the models still loaded; in
+``--ask`` it ends the chat with status 2. A refused start leaves nothing on disk: the ``--save``
+file is checked up front and made at the first answer.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal
 
-from .data import DataError, Example, load_prepared
+from .data import Example, load_prepared
 from .errors import UserError
-from .generation import SamplingSettings, vllm_available
+from .generation import Backend, SamplingSettings, Streamed, load_backend
 from .grading import extract, same_number
+from .hardware import BACKENDS, DTYPES, HardwareChoice, choose
 from .models import ModelError, ResolvedModel, cache_dir, resolve_model
 from .prompts import (
     SYSTEM_PROMPT,
     Message,
     PromptStyle,
-    prompt_ids,
     prompt_template,
     render_messages,
     resolve_prompt_style,
@@ -102,11 +105,18 @@ class ChatConfig:
     backend: Literal["auto", "hf", "vllm"] = field(
         default="auto",
         metadata={
-            "help": "hf (transformers generate), vllm, or auto = vllm on a CUDA GPU when "
-            "installed, else hf (on CPU vLLM takes minutes to start)"
+            "help": "hf (transformers generate), vllm, or auto: decided from the hardware for "
+            "one prompt at a time (vllm on a CUDA GPU when it imports, else hf: on a CPU vLLM "
+            "takes a minute or more to start; see grpo_gsm8k.hardware)"
         },
     )
-    dtype: str = field(default="auto", metadata={"help": "model dtype, e.g. bfloat16"})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "model dtype: bfloat16, float16, float32, or auto: decided from the hardware "
+            "(float32 for hf on CPU; on GPU the checkpoint's)"
+        },
+    )
     prompt: Literal["chat", "raw", "auto"] = field(
         default="chat",
         metadata={
@@ -130,7 +140,7 @@ class ChatConfig:
     )
     eval_file: str = field(
         default="data/eval.jsonl",
-        metadata={"help": "prepared eval JSONL for /gsm8k"},
+        metadata={"help": "prepared eval JSONL for /gsm8k (`grpo-gsm8k prepare` writes it)"},
     )
     save: str | None = field(
         default=None,
@@ -177,196 +187,18 @@ class ChatConfig:
             raise ChatError(f"--threads must be at least 1, got {self.threads}")
         if self.max_new_tokens < 1:
             raise ChatError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ChatError(
+                f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
         for name, value, allowed in (
-            ("backend", self.backend, ("auto", "hf", "vllm")),
+            ("backend", self.backend, BACKENDS),
+            ("dtype", self.dtype, DTYPES),
             ("prompt", self.prompt, ("chat", "raw", "auto")),
             ("layout", self.layout, ("auto", "columns", "stacked")),
         ):
             if value not in allowed:
                 raise ChatError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-# ------------------------------------------------------------------------------------ engines
-
-
-@dataclass
-class Answer:
-    text: str
-    tokens: int  # generated tokens, EOS excluded
-    truncated: bool  # stopped by max_new_tokens
-    stopped: bool  # stopped by Ctrl-C
-    seconds: float  # from the request to the last token, prompt processing included
-
-
-class Engine(Protocol):
-    name: str
-    tokenizer: Any
-    dtype: str
-
-    def generate(
-        self,
-        prompt: str,
-        sampling: SamplingSettings,
-        stop: threading.Event,
-        on_text: Callable[[str], None],
-    ) -> Answer:
-        """One answer to ``prompt``; ``on_text`` gets the text so far as it grows; returns early
-        once ``stop`` is set."""
-        ...
-
-
-class HFEngine:
-    """transformers ``generate`` in a thread, streamed through ``TextIteratorStreamer``."""
-
-    name = "hf"
-
-    def __init__(self, path: str, dtype: str, trust_remote_code: bool) -> None:
-        from .generation.hf import HFBackend
-
-        backend = HFBackend(path, batch_size=1, dtype=dtype, trust_remote_code=trust_remote_code)
-        self.model, self.tokenizer = backend.model, backend.tokenizer
-        self.dtype = str(self.model.dtype).removeprefix("torch.")
-        eos_ids = self.model.generation_config.eos_token_id
-        self.eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) - {None}
-        self.eos.add(self.tokenizer.eos_token_id)
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = self.tokenizer.eos_token_id if pad is None else pad
-
-    def generate(
-        self,
-        prompt: str,
-        sampling: SamplingSettings,
-        stop: threading.Event,
-        on_text: Callable[[str], None],
-    ) -> Answer:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-        class StopFlag(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full(
-                    (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
-                )
-
-        ids = prompt_ids(self.tokenizer, prompt)
-        input_ids = torch.tensor([ids], device=next(self.model.parameters()).device)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        greedy = sampling.temperature == 0
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                torch.manual_seed(sampling.seed)
-                with torch.inference_mode():
-                    result["out"] = self.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        max_new_tokens=sampling.max_new_tokens,
-                        do_sample=not greedy,
-                        temperature=None if greedy else sampling.temperature,
-                        top_p=None if greedy else sampling.top_p,
-                        top_k=None,
-                        pad_token_id=self.pad_id,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([StopFlag()]),
-                    )
-            except BaseException as e:  # handed to the caller below
-                result["error"] = e
-                streamer.end()
-
-        started = time.perf_counter()
-        worker = threading.Thread(target=work, name="chat-generate", daemon=True)
-        worker.start()
-        text = ""
-        for piece in streamer:
-            text += piece
-            on_text(text)
-        worker.join()
-        seconds = time.perf_counter() - started
-        if "error" in result:
-            raise result["error"]
-        new = result["out"][0, len(ids) :].tolist()
-        end = next((j for j, t in enumerate(new) if t in self.eos), None)
-        kept = new if end is None else new[:end]
-        truncated = end is None and len(new) >= sampling.max_new_tokens
-        return Answer(
-            str(self.tokenizer.decode(kept, skip_special_tokens=True)),
-            len(kept),
-            truncated,
-            stop.is_set() and end is None and not truncated,
-            seconds,
-        )
-
-
-class VLLMEngine:
-    """vLLM with the engine core in this process, stepped here so that answers stream."""
-
-    name = "vllm"
-
-    def __init__(
-        self,
-        path: str,
-        dtype: str,
-        trust_remote_code: bool,
-        seed: int,
-        gpu_memory_utilization: float,
-    ) -> None:
-        # in-process engine core: Ctrl-C must stop an answer, not kill an engine process
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from transformers import AutoTokenizer
-
-        from .generation.vllm import _engine
-
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        llm = _engine(
-            path,
-            {
-                "gpu_memory_utilization": gpu_memory_utilization,
-                "dtype": dtype,
-                "trust_remote_code": trust_remote_code,
-                "seed": seed,
-                "use_tqdm_on_load": False,
-            },
-        )
-        self.engine = llm.llm_engine
-        self.dtype = str(self.engine.model_config.dtype).removeprefix("torch.")
-        self._ids = itertools.count()
-
-    def generate(
-        self,
-        prompt: str,
-        sampling: SamplingSettings,
-        stop: threading.Event,
-        on_text: Callable[[str], None],
-    ) -> Answer:
-        from vllm.inputs.engine import tokens_input
-        from vllm.sampling_params import RequestOutputKind
-
-        from .generation.vllm import _sampling_params, on_gpu
-
-        params = _sampling_params(sampling, per_request_seed=on_gpu())
-        params.output_kind = RequestOutputKind.CUMULATIVE
-        ids = prompt_ids(self.tokenizer, prompt)
-        started = time.perf_counter()
-        request = f"chat-{next(self._ids)}"  # outputs carry this id; vLLM adds a suffix inside
-        self.engine.add_request(request, tokens_input(ids, prompt=prompt), params)
-        last = None
-        while self.engine.has_unfinished_requests():
-            if stop.is_set():
-                self.engine.abort_request([request])
-                break
-            for out in self.engine.step():
-                if out.request_id == request:
-                    last = out
-                    on_text(out.outputs[0].text)
-        seconds = time.perf_counter() - started
-        if last is None:
-            return Answer("", 0, False, True, seconds)
-        out = last.outputs[0]
-        tokens = len(out.token_ids)
-        if out.finish_reason == "stop" and not isinstance(out.stop_reason, str) and tokens:
-            tokens -= 1  # vLLM counts the EOS token; the hf engine does not
-        return Answer(out.text, tokens, out.finish_reason == "length", not last.finished, seconds)
 
 
 # ------------------------------------------------------------------------------------- models
@@ -378,7 +210,7 @@ class ChatModel:
     label: str  # unique: the name, with ' #k' when the same name is given more than once
     name: str  # as typed
     resolved: ResolvedModel
-    engine: Engine
+    backend: Backend
     style: PromptStyle
     load_s: float
     history: list[Message] = field(default_factory=list)  # user/assistant turns
@@ -405,16 +237,6 @@ def model_labels(names: list[str]) -> list[str]:
     return labels
 
 
-def choose_backend(name: str) -> str:
-    """``auto``: vLLM on a CUDA GPU when it is installed, else hf (on CPU vLLM starts slowly and
-    one prompt at a time gains little from it)."""
-    if name != "auto":
-        return name
-    import torch
-
-    return "vllm" if vllm_available() and torch.cuda.is_available() else "hf"
-
-
 def _one_line(e: BaseException) -> str:
     if isinstance(e, ModelError):
         return str(e)
@@ -431,30 +253,31 @@ def load_models(config: ChatConfig, console: Any) -> list[ChatModel]:
     hf_logging.disable_progress_bar()  # the spinner is the progress display
     hf_logging.set_verbosity_error()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM's start-up chatter
-    backend = choose_backend(config.backend)
-    n_vllm = len(set(config.models)) if backend == "vllm" else 0
-    engines: dict[str, Engine] = {}  # the same checkpoint named twice is loaded once
+    choice = choose(config.backend, config.dtype, interactive=True)
+    console.print(f"hardware: {choice.log_line()}", style="dim", markup=False, **PLAIN)
+    n_vllm = len(set(config.models)) if choice.backend == "vllm" else 0
+    backends: dict[str, Backend] = {}  # the same checkpoint named twice is loaded once
     models: list[ChatModel] = []
     labels = model_labels(config.models)
     for i, (name, label) in enumerate(zip(config.models, labels, strict=True)):
         started = time.perf_counter()
         try:
-            with console.status(f"loading {label} ({i + 1}/{len(labels)}, {backend})…"):
+            with console.status(f"loading {label} ({i + 1}/{len(labels)}, {choice.backend})…"):
                 resolved = resolve_model(name, config.trust_remote_code)
-                engine = engines.get(resolved.path)
-                if engine is None:
-                    engine = _load_engine(backend, resolved.path, config, n_vllm)
-                    engines[resolved.path] = engine
-                style = resolve_prompt_style(config.prompt, engine.tokenizer)
+                backend = backends.get(resolved.path)
+                if backend is None:
+                    backend = _load_backend(choice, resolved.path, config, n_vllm)
+                    backends[resolved.path] = backend
+                style = resolve_prompt_style(config.prompt, backend.tokenizer)
         except Exception as e:
             reason = _one_line(e).removeprefix(f"{name}: ")
             console.print(f"[red]✗ {escape(label)}[/red]: {escape(reason)}", **PLAIN)
             continue
         load_s = time.perf_counter() - started
-        models.append(ChatModel(i, label, name, resolved, engine, style, load_s))
+        models.append(ChatModel(i, label, name, resolved, backend, style, load_s))
         console.print(
-            f"[green]✓ {escape(label)}[/green] [dim]{resolved.source} · {engine.name} · "
-            f"{engine.dtype} · {style} prompt · {load_s:.1f} s[/dim]",
+            f"[green]✓ {escape(label)}[/green] [dim]{resolved.source} · {backend.name} · "
+            f"{backend.dtype} · {style} prompt · {load_s:.1f} s[/dim]",
             **PLAIN,
         )
     if not models:
@@ -462,17 +285,20 @@ def load_models(config: ChatConfig, console: Any) -> list[ChatModel]:
     return models
 
 
-def _load_engine(backend: str, path: str, config: ChatConfig, n_vllm: int) -> Engine:
-    if backend == "hf":
-        return HFEngine(path, config.dtype, config.trust_remote_code)
-    if backend == "vllm":
+def _load_backend(choice: HardwareChoice, path: str, config: ChatConfig, n_vllm: int) -> Backend:
+    """One prompt at a time: hf without batching; vLLM with its engine core in this process
+    (so that Ctrl-C reaches only us), the memory share split between the vLLM models."""
+    options: dict[str, Any] = {"dtype": choice.dtype, "trust_remote_code": config.trust_remote_code}
+    if choice.backend == "hf":
+        options["batch_size"] = 1
+    else:
         from .generation.vllm import default_memory_utilization
 
         share = config.gpu_memory_utilization or default_memory_utilization()
-        return VLLMEngine(
-            path, config.dtype, config.trust_remote_code, config.seed, share / max(n_vllm, 1)
+        options.update(
+            seed=config.seed, gpu_memory_utilization=share / max(n_vllm, 1), in_process=True
         )
-    raise ChatError(f"--backend must be hf, vllm or auto, got {backend!r}")
+    return load_backend(choice.backend, path, **options)
 
 
 # ---------------------------------------------------------------------------------- the view
@@ -528,7 +354,7 @@ def turn_view(slots: list[Slot], columns: bool) -> Any:
     return grid
 
 
-def _stats(answer: Answer, extracted: str | None) -> str:
+def _stats(answer: Streamed, extracted: str | None) -> str:
     rate = answer.tokens / answer.seconds if answer.seconds > 0 else 0.0
     parts = [
         f"answer {extracted if extracted is not None else '—'}",
@@ -616,7 +442,8 @@ class ChatSession:
     # ---------------------------------------------------------------- input
 
     def handle(self, line: str) -> bool:
-        """Run one input line (a question or a /command); False means quit."""
+        """Run one input line (a question or a /command); False means quit. A command that
+        cannot run raises ChatError."""
         line = line.strip()
         if not line:
             return True
@@ -627,8 +454,7 @@ class ChatSession:
         arg = arg.strip()
         command = getattr(self, "cmd_" + name.replace("-", "_"), None)
         if command is None:
-            self.say(f"unknown command /{name}; /help lists them", "red")
-            return True
+            raise ChatError(f"unknown command /{name}; /help lists them")
         return command(arg) is not False
 
     def say(self, text: str, style: str = "dim") -> None:
@@ -653,7 +479,7 @@ class ChatSession:
         self.turn += 1
         slots = [Slot(m.label) for m in self.models]
         stop = threading.Event()
-        answers: list[tuple[ChatModel, str, Answer]] = []
+        answers: list[tuple[ChatModel, str, Streamed]] = []
         columns = self.columns()
         with (
             ctrl_c_sets(stop),
@@ -673,14 +499,14 @@ class ChatSession:
                     *model.history,
                     {"role": "user", "content": question},
                 ]
-                prompt = render_messages(messages, model.engine.tokenizer, model.style)
+                prompt = render_messages(messages, model.backend.tokenizer, model.style)
                 slot.status = "generating"
 
                 def show(text: str, slot: Slot = slot) -> None:
                     slot.text = text
 
                 try:
-                    answer = model.engine.generate(prompt, self.sampling(model), stop, show)
+                    answer = model.backend.stream(prompt, self.sampling(model), stop, show)
                 except Exception as e:
                     slot.status, slot.text = "error", _one_line(e)
                     continue
@@ -708,7 +534,7 @@ class ChatSession:
         model: ChatModel,
         question: str,
         prompt: str,
-        answer: Answer,
+        answer: Streamed,
         extracted: str | None,
         example: Example | None,
         index: int | None,
@@ -721,8 +547,8 @@ class ChatSession:
             "model": model.name,
             "model_path": model.resolved.path,
             "model_source": model.resolved.source,
-            "backend": model.engine.name,
-            "dtype": model.engine.dtype,
+            "backend": model.backend.name,
+            "dtype": model.backend.dtype,
             "prompt_style": model.style,
             "system": self.system,
             "question": question,
@@ -742,7 +568,7 @@ class ChatSession:
                 "greedy": sampling.temperature == 0,
             },
             "gsm8k": None,
-            "prompt_template": prompt_template(model.style, model.engine.tokenizer, self.system),
+            "prompt_template": prompt_template(model.style, model.backend.tokenizer, self.system),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **self._provenance,
         }
@@ -754,8 +580,11 @@ class ChatSession:
                 "data": fingerprint(self.config.eval_file),
             }
         self.rows.append(row)
-        if self.config.save:
-            append_jsonl(self.config.save, [row])
+        if self.config.save:  # its folders and the file are made at the first answer
+            try:
+                append_jsonl(Path(self.config.save).expanduser(), [row])
+            except OSError as e:
+                raise ChatError(f"--save {self.config.save}: {e.strerror or e}") from None
 
     # ---------------------------------------------------------------- commands
 
@@ -777,24 +606,21 @@ class ChatSession:
     def cmd_temperature(self, arg: str) -> None:
         value = _number(arg, float)
         if value is None or not (value >= 0 and math.isfinite(value)):
-            self.say(f"/temperature needs a number >= 0 (now {self.temperature})", "red")
-            return
+            raise ChatError(f"/temperature needs a number >= 0 (now {self.temperature})")
         self.temperature = value
         self.say(f"temperature {value} ({'greedy' if value == 0 else 'sampling'})")
 
     def cmd_top_p(self, arg: str) -> None:
         value = _number(arg, float)
         if value is None or not 0 < value <= 1:
-            self.say(f"/top-p needs a number in (0, 1] (now {self.top_p})", "red")
-            return
+            raise ChatError(f"/top-p needs a number in (0, 1] (now {self.top_p})")
         self.top_p = value
         self.say(f"top-p {value}")
 
     def cmd_max_tokens(self, arg: str) -> None:
         value = _number(arg, int)
         if value is None or value < 1:
-            self.say(f"/max-tokens needs a whole number >= 1 (now {self.max_new_tokens})", "red")
-            return
+            raise ChatError(f"/max-tokens needs a whole number >= 1 (now {self.max_new_tokens})")
         self.max_new_tokens = value
         self.say(f"max new tokens {value}")
 
@@ -814,8 +640,8 @@ class ChatSession:
                 m.label,
                 m.resolved.path if m.resolved.path != m.name else m.name,
                 m.resolved.source,
-                m.engine.name,
-                m.engine.dtype,
+                m.backend.name,
+                m.backend.dtype,
                 m.style,
                 f"{m.load_s:.1f} s",
                 str(len(m.history) // 2),
@@ -828,31 +654,37 @@ class ChatSession:
 
     def cmd_save(self, arg: str) -> None:
         if not arg:
-            self.say("/save needs a file name", "red")
-            return
+            raise ChatError("/save needs a file name")
         try:
             write_jsonl(Path(arg).expanduser(), self.rows)
         except OSError as e:
-            self.say(f"couldn't write {arg}: {e.strerror or e}", "red")
-            return
+            raise ChatError(f"/save {arg}: {e.strerror or e}") from None
         self.say(f"wrote {arg} ({len(self.rows)} answers)", "green")
 
+    def examples(self) -> list[Example]:
+        """The eval questions of /gsm8k, read at its first use."""
+        if self._examples is None:
+            path = self.config.eval_file
+            if not Path(path).is_file():
+                raise ChatError(
+                    f"/gsm8k: no eval file {path}; `grpo-gsm8k prepare` writes it, or start the "
+                    "chat with --eval-file FILE"
+                )
+            try:
+                self._examples = load_prepared(path)
+            except UserError as e:
+                raise ChatError(f"/gsm8k: {e}") from None
+        return self._examples
+
     def cmd_gsm8k(self, arg: str) -> None:
-        try:
-            if self._examples is None:
-                self._examples = load_prepared(self.config.eval_file)
-        except DataError as e:
-            self.say(f"{e} (run `grpo-gsm8k prepare`, or pass --eval-file)", "red")
-            return
-        n = len(self._examples)
+        n = len(self.examples())
         if arg:
             index = _number(arg, int)
             if index is None or not 0 <= index < n:
-                self.say(f"/gsm8k takes a question number from 0 to {n - 1}", "red")
-                return
+                raise ChatError(f"/gsm8k takes a question number from 0 to {n - 1}, got {arg}")
         else:
             index = self.rng.randrange(n)
-        example = self._examples[index]
+        example = self.examples()[index]
         for model in self.models:  # asked exactly as eval asks it: no earlier turns
             model.history.clear()
         from rich.markup import escape
@@ -884,11 +716,23 @@ def read_lines(config: ChatConfig, console: Any) -> Iterator[str]:
             yield line.rstrip("\n")
         return
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory
+    from prompt_toolkit.history import FileHistory, History, InMemoryHistory
     from prompt_toolkit.key_binding import KeyBindings
 
     history_path = Path(config.history_file or cache_dir() / "chat_history").expanduser()
-    history_path.parent.mkdir(parents=True, exist_ok=True)
+    history: History
+    try:
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+        history_path.open("a").close()
+        history = FileHistory(str(history_path))
+    except OSError as e:  # e.g. a read-only home: this session's history only
+        history = InMemoryHistory()
+        console.print(
+            f"input history not kept: {history_path}: {e.strerror or e} (--history-file)",
+            style="yellow",
+            markup=False,
+            **PLAIN,
+        )
     keys = KeyBindings()
 
     @keys.add("enter")
@@ -905,7 +749,7 @@ def read_lines(config: ChatConfig, console: Any) -> Iterator[str]:
         event.current_buffer.insert_text("\n")
 
     session: PromptSession[str] = PromptSession(
-        history=FileHistory(str(history_path)),
+        history=history,
         key_bindings=keys,
         multiline=True,
         prompt_continuation="... ",
@@ -919,23 +763,55 @@ def read_lines(config: ChatConfig, console: Any) -> Iterator[str]:
             return
 
 
+def check_save_file(path: str) -> None:
+    """Refuse, before any model loads, a --save file that could not be written; creates nothing
+    (the file and its folders are made at the first answer)."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ChatError(f"--save {path}: is a folder; name a file")
+    if target.exists():
+        try:
+            target.open("a").close()  # appending nothing changes nothing
+        except OSError as e:
+            raise ChatError(f"--save {path}: {e.strerror or e}") from None
+        return
+    parent = target.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ChatError(f"--save {path}: {parent} is not a folder")
+    try:  # a real try: os.access says yes to root everywhere
+        tempfile.TemporaryFile(dir=parent, prefix=".grpo-gsm8k-probe.").close()
+    except OSError as e:
+        raise ChatError(f"--save {path}: cannot write in {parent} ({e.strerror or e})") from None
+
+
+def repl(session: ChatSession, lines: Iterator[str]) -> None:
+    """Handle ``lines`` until one quits; a command that fails is one line, and the chat goes on
+    with its models loaded."""
+    for line in lines:
+        try:
+            if not session.handle(line):
+                return
+        except Exception as e:
+            session.say(str(e) if isinstance(e, UserError) else _one_line(e), "red")
+
+
 def run_chat(config: ChatConfig) -> int:
-    """``grpo-gsm8k chat``: load the models, then answer --ask inputs or the prompt's lines."""
+    """``grpo-gsm8k chat``: load the models, then answer --ask inputs (a failing command ends it
+    with a ChatError) or the prompt's lines."""
     from rich.console import Console
 
     config.check()
     if config.save:  # fail before any model loads, not in the middle of a turn
-        try:
-            Path(config.save).parent.mkdir(parents=True, exist_ok=True)
-            Path(config.save).open("a").close()
-        except OSError as e:
-            raise ChatError(f"--save {config.save}: {e.strerror or e}") from None
+        check_save_file(config.save)
     if config.threads is not None:
         import torch
 
         torch.set_num_threads(config.threads)
     console = Console()
-    models = load_models(config, console)
+    with no_echo():  # keys typed while loading wait for the prompt, shown once, there
+        models = load_models(config, console)
     session = ChatSession(config, models, console)
     if config.ask:
         for line in config.ask:
@@ -947,7 +823,5 @@ def run_chat(config: ChatConfig) -> int:
         "Ctrl-D quits[/dim]",
         **PLAIN,
     )
-    for line in read_lines(config, console):
-        if not session.handle(line):
-            break
+    repl(session, read_lines(config, console))
     return 0

