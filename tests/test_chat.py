@@ -189,8 +189,8 @@ def test_no_model_loads_or_bad_settings_exit_2_and_leave_nothing(
     assert out.count("✗ ") == 2
     for argv, message in [
         ([MODEL, "--temperature", "-1", *save], "--temperature must be >= 0, got -1.0"),
-        ([MODEL, "--dtype", "bf16", *save], "--dtype must be one of auto, bfloat16, float16, "
-         "float32, got 'bf16'"),
+        ([MODEL, "--dtype", "bf16", *save], "argument --dtype: invalid choice: 'bf16' (choose "
+         "from 'auto', 'bfloat16', 'float16', 'float32')"),
         ([MODEL, "--save", "file/s.jsonl"], f"--save file/s.jsonl: {tmp_path / 'file'} is not a "
          "folder"),
         ([MODEL, "--save", "."], "--save .: is a folder; name a file"),

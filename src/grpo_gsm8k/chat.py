@@ -44,6 +44,7 @@ from .generation import Backend, SamplingSettings, Streamed, load_backend
 from .grading import extract, same_number
 from .hardware import BACKENDS, DTYPES, HardwareChoice, choose
 from .models import ModelError, ResolvedModel, cache_dir, resolve_model
+from .options import DecodingOptions, ModelOptions, same_field
 from .prompts import (
     SYSTEM_PROMPT,
     Message,
@@ -77,7 +78,7 @@ class ChatError(UserError):
 
 
 @dataclass
-class ChatConfig:
+class ChatConfig(DecodingOptions, ModelOptions):
     """Options of ``grpo-gsm8k chat``: every line you type goes to every model (each keeps its own
     conversation); the answers stream side by side with the extracted answer, tokens and tokens/s.
     Commands: /system, /temperature, /top-p, /max-tokens, /models, /reset, /gsm8k [N], /save FILE,
@@ -96,34 +97,9 @@ class ChatConfig:
         default=None,
         metadata={"help": "system prompt (unset: the one eval and training use)"},
     )
-    temperature: float = field(default=0.0, metadata={"help": "0 = greedy, as eval"})
-    top_p: float = field(
-        default=1.0,
-        metadata={"help": "nucleus sampling with temperature > 0"},
-    )
-    max_new_tokens: int = field(default=512, metadata={"help": "new tokens per answer"})
-    backend: Literal["auto", "hf", "vllm"] = field(
-        default="auto",
-        metadata={
-            "help": "hf (transformers generate), vllm, or auto: decided from the hardware for "
-            "one prompt at a time (vllm on a CUDA GPU when it imports, else hf: on a CPU vLLM "
-            "takes a minute or more to start; see grpo_gsm8k.hardware)"
-        },
-    )
-    dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "model dtype: bfloat16, float16, float32, or auto: decided from the hardware "
-            "(float32 for hf on CPU; on GPU the checkpoint's)"
-        },
-    )
-    prompt: Literal["chat", "raw", "auto"] = field(
-        default="chat",
-        metadata={
-            "help": "chat template + system prompt, raw text for base models, or auto = chat "
-            "when the tokenizer has a chat template"
-        },
-    )
+    temperature: float = same_field(DecodingOptions, "temperature", 0.0)
+    top_p: float = same_field(DecodingOptions, "top_p", 1.0)
+    max_new_tokens: int = same_field(DecodingOptions, "max_new_tokens", 512)
     ask: list[str] = field(
         default_factory=list,
         metadata={
@@ -160,19 +136,12 @@ class ChatConfig:
             f"terminal gives each model {MIN_COLUMN_WIDTH}+ characters"
         },
     )
-    gpu_memory_utilization: float | None = field(
-        default=None,
-        metadata={"help": "vllm: share of GPU memory (of RAM on CPU) for all vLLM models together"},
-    )
     threads: int | None = field(
         default=None,
         metadata={
             "help": "torch CPU threads (unset: torch's default, one per core); on a busy CPU one "
             "thread can be several times faster (benchmarks/bench_chat.py)"
         },
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "allow model code from the hub"}
     )
 
     def check(self) -> None:

@@ -38,9 +38,9 @@ class ModelOptions:
     backend: Literal["auto", "vllm", "hf"] = field(
         default="auto",
         metadata={
-            "help": "vllm, hf (transformers generate) or auto: chosen from the machine and printed "
-            "with the reason (vllm on GPUs and AVX-512 CPUs when it imports, else hf; "
-            "grpo_gsm8k.hardware)"
+            "help": "vllm, hf (transformers generate) or auto: chosen from the machine by "
+            "grpo_gsm8k.hardware and printed with the reason (eval: vllm on GPUs and AVX-512 CPUs "
+            "when it imports, else hf; chat, one prompt at a time: vllm on a CUDA GPU only)"
         },
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
@@ -64,7 +64,8 @@ class ModelOptions:
     gpu_memory_utilization: float | None = field(
         default=None,
         metadata={
-            "help": "vllm: share of GPU memory, or of RAM on CPU (default 0.9 on GPU, 0.25 on CPU)"
+            "help": "vllm: share of GPU memory, or of RAM on CPU, for all vLLM engines of the "
+            "command (default 0.9 on GPU, 0.25 on CPU)"
         },
     )
 
