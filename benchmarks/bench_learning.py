@@ -163,7 +163,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, extra: list[str])
 
 def cell(m: dict[str, Any]) -> str:
     star = "*" if m["mcnemar_p"] < ALPHA and m["diff"] > 0 else " "
-    return f"{100 * m['rate_a']:4.0f}->{100 * m['rate_b']:3.0f}% p={m['mcnemar_p']:<7.2g}{star}"
+    return f"{100 * m['rate_a']:.0f}->{100 * m['rate_b']:.0f}% p={m['mcnemar_p']:.2g}{star}"
 
 
 def report(done: list[dict[str, Any]], sets: list[str]) -> None:
