@@ -135,7 +135,7 @@ def check(script: GSM8KArguments, config: Any) -> None:
     """Settings that would otherwise fail only after the model has loaded."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    from .distributed import check_launch
+    from .distributed import check_launch, check_resume_launch
 
     check_launch(config, script.prompts_per_step)
     if not Path(script.train_file).is_file():
@@ -184,6 +184,7 @@ def check(script: GSM8KArguments, config: Any) -> None:
             f"{config.output_dir} already has {Path(checkpoint).name}; pass --resume to continue "
             "it or choose another --output_dir"
         )
+    check_resume_launch(config, script.resume)
 
 
 def reward_settings(script: GSM8KArguments) -> RewardSettings:

@@ -53,7 +53,7 @@ from ..runfiles import (
     write_json,
     write_jsonl,
 )
-from .distributed import launch_record
+from .distributed import SaveOnSignal, launch_record
 from .recipe import GSM8KArguments, check, resolved_settings
 from .recipe import reward_settings as make_reward_settings
 
@@ -143,7 +143,7 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(script),
-        callbacks=[MetricsFile(out / METRICS_FILE)],
+        callbacks=[MetricsFile(out / METRICS_FILE), SaveOnSignal()],
     )
     if main_process:  # what accelerate made of the launch (FSDP/DeepSpeed show only here)
         record["launch"]["accelerator"] = {
