@@ -5,7 +5,6 @@ one line before any model loads. tests/test_slurm.py submits the same scripts to
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -13,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -135,41 +133,28 @@ def parse_accelerate(argv: list[str]) -> Any:
     return args
 
 
-@contextlib.contextmanager
-def world_size(n: int) -> Iterator[None]:
-    """Parse as the launched processes will: ``n`` processes on GPUs (the test runs as one
-    process on CPU)."""
-    from trl import GRPOConfig
-
-    if n == 1:
-        yield
-        return
-    gpu = SimpleNamespace(
-        distributed_type="DistributedType.MULTI_GPU", device=SimpleNamespace(type="cuda")
-    )
-    patched = {
-        "world_size": property(lambda self: n),
-        "distributed_state": property(lambda self: gpu),
-    }
-    for name, value in patched.items():
-        setattr(GRPOConfig, name, value)
-    try:
-        yield
-    finally:
-        for name in patched:
-            delattr(GRPOConfig, name)
-
-
 def parse_train(argv: list[str], processes: int = 1) -> Any:
-    from grpo_gsm8k.training.recipe import parse_train_args
+    """Our parser, as train runs it; for ``processes`` > 1 (this test is one process on CPU)
+    the settings are parsed as each launched process parses them and the batch is checked at
+    the launched world size."""
+    from grpo_gsm8k.options import parse_options
+    from grpo_gsm8k.training.distributed import batch_arithmetic
+    from grpo_gsm8k.training.recipe import option_types, parse_train_args, train_defaults
 
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        with world_size(processes):
+        if processes == 1:
             return parse_train_args(argv)
+        script, config = parse_options(
+            option_types(), argv, "grpo-gsm8k train", defaults=train_defaults()
+        )
     finally:
         os.chdir(cwd)
+    launched = SimpleNamespace(**vars(config))
+    launched.world_size = processes
+    batch_arithmetic(launched, script.prompts_per_step)
+    return script, config
 
 
 def parse_serve(argv: list[str]) -> Any:
@@ -475,7 +460,8 @@ def test_resume_under_another_launch_is_refused(
     (out / "grpo_gsm8k_config.json").write_text(json.dumps(record))
     argv = [
         "--config", "recipes/cpu-smollm2.yaml", "--train_file", str(prepared / "train.jsonl"),
-        "--output_dir", str(out), "--resume", "--use_vllm", "false",
+        "--eval_file", str(prepared / "eval.jsonl"), "--output_dir", str(out), "--resume",
+        "--use_vllm", "false",
     ]  # fmt: skip
     monkeypatch.delenv("GRPO_GSM8K_RESHARD", raising=False)
     with pytest.raises(RecipeError) as e:
