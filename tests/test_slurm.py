@@ -211,6 +211,9 @@ def test_two_node_training_signal_requeue_resume(
     checkpoint = wait_for(saved, 300, "a checkpoint after USR1")
     assert isinstance(checkpoint, Path)
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+    # Slurm holds a requeued job for ~2 minutes before it may start again; release it now
+    wait_for(lambda: job(job_id)[0]["JobState"] == "PENDING", 120, f"job {job_id} requeued")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     (state,) = wait_done(job_id)
     print(
         f"2-node training with a requeue: {time.monotonic() - started:.0f} s "
