@@ -20,6 +20,7 @@ arithmetic ``launch/slurm/train.sbatch`` applies (through :mod:`.launch_plan`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -260,7 +261,7 @@ class SaveOnSignal(TrainerCallback):
     def __init__(self, signum: int = signal.SIGUSR1) -> None:
         self.signum = signum
         self.requested = False
-        if hasattr(signal, "SIGUSR1"):
+        with contextlib.suppress(ValueError):  # only the main thread may install a handler
             signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
