@@ -541,7 +541,8 @@ def test_eval_script_dry_run_parses() -> None:
     (_, array), (_, merge_job) = lines[5:]
     assert array[:3] == ["sbatch", "--parsable", "--array=0-3"]
     assert "--output=./%x-%A_%a.out" in array
-    export = "--export=ALL,SHARDS=4,EVAL_OUT=runs/eval/qwen-checkpoint-200-sharded"
+    # SUBMIT=0: the jobs inherit the environment and must not submit again
+    export = "--export=ALL,SUBMIT=0,SHARDS=4,EVAL_OUT=runs/eval/qwen-checkpoint-200-sharded"
     assert export in array and f"{export},MERGE=1" in merge_job
     assert "--dependency=afterok:<array job id>" in merge_job and "--gres=none" in merge_job
     assert "--job-name=grpo-gsm8k-eval-merge" in merge_job and "--output=./%x-%j.out" in merge_job
