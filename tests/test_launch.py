@@ -204,6 +204,7 @@ def test_five_nodes_four_train_one_serves(prepared: Path, tmp_path: Path, hub_ca
         assert args.config_file == "launch/accelerate/ddp.yaml"
         assert (args.num_machines, args.num_processes, args.machine_rank) == (4, 32, rank)
         assert (args.main_process_ip, args.rdzv_backend) == ("node1", "c10d")
+        assert args.rdzv_conf == f"is_host={str(rank == 0).lower()}"  # node1 hosts the store
         assert args.multi_gpu and args.module and args.training_script == "grpo_gsm8k.cli"
         assert args.training_script_args[0] == "train"
         processes += args.num_processes // args.num_machines
