@@ -173,7 +173,7 @@ def parse_options(
     ``positional`` names fields that may also be given without their flag, in order.
     ``defaults`` replace the dataclasses' own defaults (a config file and the command line win).
     """
-    args = list(argv)
+    args = [part for a in argv for part in (a.split("=", 1) if a.startswith("--config=") else [a])]
     config: dict[str, Any] = {}
     if "--config" in args:
         i = args.index("--config")

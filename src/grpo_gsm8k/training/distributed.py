@@ -12,18 +12,29 @@ that would silently degrade or fail after the model loads (an FSDP config on CPU
 a DeepSpeed config needs the ``deepspeed`` package; vLLM generation on CPU works in one process).
 :func:`launch_record` is what ``grpo_gsm8k_config.json`` keeps under ``launch``: world size,
 launcher, the launcher's command line and its accelerate config file, and the distributed
-environment variables.
+environment variables. :func:`check_resume_launch` refuses to resume a run under another world
+size or accelerate config, and :class:`SaveOnSignal` saves a checkpoint when Slurm's ``--signal``
+announces the time limit. :func:`derive_accumulation` and :func:`tensor_parallel_default` are the
+arithmetic ``launch/slurm/train.sbatch`` applies (through :mod:`.launch_plan`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from ..errors import RecipeError
+
+# set to resume a run under another world size or accelerate config (see check_resume_launch)
+RESHARD_VARIABLE = "GRPO_GSM8K_RESHARD"
 
 # environment variables that describe the launch (accelerate's ACCELERATE_*/FSDP_*, torchrun's)
 ENV_PREFIXES = ("ACCELERATE_", "FSDP_", "TORCHELASTIC_", "PARALLELISM_CONFIG_")
@@ -41,6 +52,8 @@ ENV_KEYS = (
     "SLURM_NNODES",
     "SLURM_JOB_NODELIST",
     "SLURM_NODEID",
+    "SLURM_RESTART_COUNT",
+    "VLLM_HOST_IP",
 )
 
 
@@ -171,3 +184,103 @@ def launch_record(config: Any) -> dict[str, Any]:
         "batch": batch_arithmetic(config),
         "env": {k: v for k, v in sorted(os.environ.items()) if _launch_variable(k)},
     }
+
+
+def _config_settings(record: dict[str, Any] | None) -> Any:
+    return (record or {}).get("settings")
+
+
+def check_resume_launch(config: Any, resume: bool) -> None:
+    """On ``--resume``: the launch recorded in ``output_dir``'s ``grpo_gsm8k_config.json`` must
+    have the same world size and accelerate config as this one (the global batch, and DeepSpeed
+    or FSDP shards, depend on both), unless ``$GRPO_GSM8K_RESHARD`` is 1."""
+    path = Path(str(config.output_dir)) / "grpo_gsm8k_config.json"
+    if not resume or _flag(RESHARD_VARIABLE) or not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("launch") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # an unreadable record is the resume's own business, not the launch's
+    if not recorded:
+        return
+    changes = []
+    if recorded.get("world_size") not in (None, config.world_size):
+        changes.append(
+            f"world size {recorded['world_size']} ({recorded.get('num_machines', '?')} node(s)) "
+            f"-> {config.world_size}"
+        )
+    now = accelerate_config_file(launcher_argv())
+    now_settings = None
+    if now and Path(now).is_file():
+        import yaml
+
+        now_settings = yaml.safe_load(Path(now).read_text(encoding="utf-8"))
+    before = _config_settings(recorded.get("accelerate_config_file"))
+    if before != now_settings and (before is not None or now_settings is not None):
+        name = (recorded.get("accelerate_config_file") or {}).get("path")
+        was = Path(name).name if name else "none"
+        changes.append(f"accelerate config {was} -> {now or 'none'}")
+    if changes:
+        raise RecipeError(
+            f"--resume: {config.output_dir} was trained with another launch "
+            f"({'; '.join(changes)}); "
+            f"resume it with the same launch, or set {RESHARD_VARIABLE}=1 to re-shard (the global "
+            "batch changes with the world size; DeepSpeed checkpoints need the same world size or "
+            "a universal checkpoint)"
+        )
+
+
+def derive_accumulation(
+    per_device: int, processes: int, num_generations: int, prompts_per_step: int
+) -> int:
+    """The gradient accumulation that gives ``prompts_per_step`` prompts per optimizer step on
+    ``processes`` processes; a RecipeError with the arithmetic when none does."""
+    completions = prompts_per_step * num_generations
+    per_step = per_device * processes
+    if completions % per_step:
+        raise RecipeError(
+            f"prompts_per_step {prompts_per_step} x num_generations {num_generations} = "
+            f"{completions} completions per step is not a multiple of "
+            f"per_device_train_batch_size {per_device} x {processes} process(es) = {per_step}; "
+            "change per_device_train_batch_size, prompts_per_step or the number of nodes/GPUs"
+        )
+    return completions // per_step
+
+
+def tensor_parallel_default(heads: int, gpus: int) -> int:
+    """The largest tensor parallel size vLLM accepts on ``gpus`` GPUs: the largest divisor of
+    the attention heads that is at most ``gpus``."""
+    return max(d for d in range(1, min(heads, gpus) + 1) if heads % d == 0)
+
+
+class SaveOnSignal(TrainerCallback):
+    """Saves a checkpoint at the end of the step during which ``SIGUSR1`` arrived (Slurm's
+    ``--signal=USR1@T`` before the time limit). Every rank takes the decision of rank 0...N
+    together (an all-reduce of one flag per step), since saving is collective."""
+
+    def __init__(self, signum: int = signal.SIGUSR1) -> None:
+        self.signum = signum
+        self.requested = False
+        with contextlib.suppress(ValueError):  # only the main thread may install a handler
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def _any_rank_requested(self, args: Any) -> bool:
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
+        if self._any_rank_requested(args):
+            self.requested = False
+            control.should_save = True
+            if state.is_world_process_zero:
+                print(f"signal {self.signum}: saving checkpoint-{state.global_step}", flush=True)
+        return control

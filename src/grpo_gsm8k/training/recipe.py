@@ -324,6 +324,7 @@ def check_run_folder(script: GSM8KArguments, config: Any) -> None:
         )
     if script.resume:
         resume_changes(script, config)
+    check_resume_launch(config, script.resume)
 
 
 def reward_settings(script: GSM8KArguments) -> RewardSettings:

@@ -60,7 +60,7 @@ from .callbacks import (
     LearningRateOverride,
     MetricsFile,
 )
-from .distributed import launch_record
+from .distributed import SaveOnSignal, launch_record
 from .recipe import GSM8KArguments, check, peft_config, resolved_settings
 from .recipe import reward_settings as make_reward_settings
 from .resume import resume_changes
@@ -224,7 +224,7 @@ def build_trainer(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config(script),
-        callbacks=[MetricsFile(out / METRICS)],
+        callbacks=[MetricsFile(out / METRICS), SaveOnSignal()],
     )
     if data.eval_rows:
         prompts = [render_prompt(e.question, tokenizer, style) for e in data.eval_rows]
