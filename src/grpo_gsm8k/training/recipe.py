@@ -310,8 +310,10 @@ def check_files(script: GSM8KArguments, config: Any) -> None:
 
 def check_run_folder(script: GSM8KArguments, config: Any) -> None:
     """A checkpoint in output_dir only with --resume, and then the same settings as the run's
-    record (or the changes named in --resume_override)."""
+    record (or the changes named in --resume_override), on the same launch."""
     from transformers.trainer_utils import get_last_checkpoint
+
+    from .distributed import check_resume_launch
 
     out = Path(str(config.output_dir))
     checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
