@@ -13,7 +13,8 @@ import pytest
 from conftest import REPO
 
 from grpo_gsm8k.cli import main
-from grpo_gsm8k.report import ReportConfig, build_report, ema
+from grpo_gsm8k.report import ReportConfig, ema
+from grpo_gsm8k.report import run as build_report
 from grpo_gsm8k.reward_hacking import FLAGS
 
 TOKENS = "24"  # eval tokens: a sentence or two, quick

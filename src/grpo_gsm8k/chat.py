@@ -766,7 +766,7 @@ def repl(session: ChatSession, lines: Iterator[str]) -> None:
             session.say(str(e) if isinstance(e, UserError) else _one_line(e), "red")
 
 
-def run_chat(config: ChatConfig) -> int:
+def run(config: ChatConfig) -> int:
     """``grpo-gsm8k chat``: load the models, then answer --ask inputs (a failing command ends it
     with a ChatError) or the prompt's lines."""
     from rich.console import Console

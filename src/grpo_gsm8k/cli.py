@@ -3,100 +3,79 @@
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from . import __version__
 from .errors import UserError
 
 
-def _parse(types: list[Any], argv: list[str], command: str, **kwargs: Any) -> Any:
-    from .options import parse_options
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``grpo_gsm8k.<module>`` holds its options dataclass ``config`` and its
+    ``run(config)``; ``parser`` (``module.function``) replaces the generic parse where a command
+    parses more than one dataclass (train: ours and TRL's GRPOConfig)."""
 
-    return parse_options(
-        types,
-        argv,
-        f"grpo-gsm8k {command}",
-        description=(types[0].__doc__ or "").strip() or None,
-        positional=getattr(types[0], "positional", ()),
-        **kwargs,
-    )
-
-
-def _prepare(argv: list[str]) -> None:
-    from .data import PrepareConfig, run_prepare
-
-    run_prepare(*_parse([PrepareConfig], argv, "prepare"))
+    module: str
+    config: str
+    help: str
+    parser: str | None = None
 
 
-def _grade(argv: list[str]) -> int:
-    from .evaluation.evaluate import GradeConfig, grade_file
-
-    return grade_file(*_parse([GradeConfig], argv, "grade"))
-
-
-def _eval(argv: list[str]) -> None:
-    from .evaluation.evaluate import EvalConfig, run_eval
-
-    run_eval(*_parse([EvalConfig], argv, "eval"))
-
-
-def _merge(argv: list[str]) -> None:
-    from .evaluation.merge import MergeConfig, merge_shards
-
-    merge_shards(*_parse([MergeConfig], argv, "merge"))
-
-
-def _compare(argv: list[str]) -> None:
-    from .evaluation.compare import CompareConfig, compare_runs
-
-    compare_runs(*_parse([CompareConfig], argv, "compare"))
-
-
-def _train(argv: list[str]) -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
-    from .training.recipe import parse_train_args
-    from .training.train import train
-
-    out = train(*parse_train_args(argv))
-    if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate: the main process only
-        print(f"wrote {out} (model, checkpoints, metrics.jsonl, grpo_gsm8k_config.json)")
-
-
-def _export(argv: list[str]) -> None:
-    from .models import ExportConfig, export
-
-    print(f"wrote {export(*_parse([ExportConfig], argv, 'export'))}")
-
-
-def _report(argv: list[str]) -> None:
-    from .report import ReportConfig, build_report
-
-    path = build_report(*_parse([ReportConfig], argv, "report"))
-    print(f"wrote {path} (figures *.png and report.json beside it)")
-
-
-def _chat(argv: list[str]) -> int:
-    from .chat import ChatConfig, run_chat
-
-    return run_chat(*_parse([ChatConfig], argv, "chat"))
-
-
-COMMANDS: dict[str, tuple[Callable[[list[str]], int | None], str]] = {
-    "prepare": (_prepare, "write train/eval JSONL and a manifest from GSM8K"),
-    "grade": (_grade, "re-score saved generations with the answer protocol"),
-    "eval": (_eval, "evaluate a model on GSM8K (vLLM or HF), write samples.jsonl + summary.json"),
-    "merge": (_merge, "combine the shard folders of one eval (eval --shard I/N) into one run"),
-    "compare": (_compare, "paired comparison of two eval runs (CIs, McNemar)"),
-    "train": (_train, "train with Dr GRPO (TRL GRPOTrainer): --config recipes/X.yaml [--field v]"),
-    "export": (_export, "merge a LoRA adapter into its base model, save a plain checkpoint"),
-    "report": (_report, "HTML report (curves, before/after, reward-hacking watch) of run folders"),
-    "chat": (_chat, "ask several models at once in the terminal; /gsm8k grades them"),
+COMMANDS: dict[str, Command] = {
+    "prepare": Command(
+        "prepare", "PrepareConfig", "write train/eval JSONL and a manifest (GSM8K, GSM-Symbolic)"
+    ),
+    "grade": Command("evaluation.grade", "GradeConfig", "re-score saved generations"),
+    "eval": Command(
+        "evaluation.evaluate",
+        "EvalConfig",
+        "evaluate a model (vLLM or HF), write samples.jsonl + summary.json",
+    ),
+    "merge": Command(
+        "evaluation.merge", "MergeConfig", "combine the shard folders of one eval into one run"
+    ),
+    "compare": Command(
+        "evaluation.compare", "CompareConfig", "paired comparison of two eval runs (CIs, McNemar)"
+    ),
+    "train": Command(
+        "training.train",
+        "GSM8KArguments",
+        "train with Dr GRPO (TRL GRPOTrainer): --config recipes/X.yaml [--field v]",
+        parser="training.recipe.parse_train_args",
+    ),
+    "export": Command(
+        "export", "ExportConfig", "merge a LoRA adapter into its base model, save a checkpoint"
+    ),
+    "report": Command(
+        "report", "ReportConfig", "HTML report (curves, before/after, hacking watch) of run folders"
+    ),
+    "chat": Command("chat", "ChatConfig", "ask several models at once; /gsm8k grades them"),
 }
+
+
+def run_command(name: str, argv: list[str]) -> int | None:
+    """Parse ``argv`` into the command's options and call its ``run``."""
+    command = COMMANDS[name]
+    module = importlib.import_module(f"grpo_gsm8k.{command.module}")
+    if command.parser:
+        where, function = command.parser.rsplit(".", 1)
+        options = getattr(importlib.import_module(f"grpo_gsm8k.{where}"), function)(argv)
+    else:
+        from .options import parse_options
+
+        config = getattr(module, command.config)
+        options = parse_options(
+            [config],
+            argv,
+            f"grpo-gsm8k {name}",
+            description=(config.__doc__ or "").strip() or None,
+            positional=getattr(config, "positional", ()),
+        )
+    result = module.run(*options)
+    return result if isinstance(result, int) else None
 
 
 def usage() -> str:
@@ -107,7 +86,7 @@ def usage() -> str:
         "RLVR on GSM8K: prepare data, grade answers, evaluate and train with Dr GRPO.",
         "",
         "commands:",
-        *(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()),
+        *(f"  {name:<{width}}  {c.help}" for name, c in COMMANDS.items()),
     ]
     return "\n".join(lines)
 
@@ -128,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     set_command(["grpo-gsm8k", *args])
     try:
-        return COMMANDS[command][0](rest) or 0
+        return run_command(command, rest) or 0
     except UserError as e:
         print(f"grpo-gsm8k {command}: error: {e}", file=sys.stderr)
         return 2

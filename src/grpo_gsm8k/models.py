@@ -24,10 +24,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-from typing import ClassVar
 
 from .errors import UserError
 from .runfiles import looks_like_path
@@ -143,7 +142,7 @@ def _publish(tmp: Path, final: Path) -> Path:
     return final
 
 
-def _build_once(final: Path, build: Callable[[Path], None]) -> Path:
+def build_once(final: Path, build: Callable[[Path], None]) -> Path:
     """``final`` if it holds a checkpoint, else ``build(tmp)`` in a temp folder beside it, then a
     rename: an interrupted build never leaves a half-written checkpoint in the cache."""
     if (final / "config.json").is_file():
@@ -188,7 +187,7 @@ def _convert_gguf(gguf: Path) -> Path:
         tokenizer.save_pretrained(tmp)
         (tmp / "grpo_gsm8k_source.json").write_text(json.dumps({"gguf": str(gguf)}) + "\n")
 
-    return _build_once(cache_dir() / "models" / f"{gguf.stem}-{digest}", build)
+    return build_once(cache_dir() / "models" / f"{gguf.stem}-{digest}", build)
 
 
 def _merged_adapter(adapter: Path, trust_remote_code: bool) -> Path:
@@ -198,7 +197,7 @@ def _merged_adapter(adapter: Path, trust_remote_code: bool) -> Path:
     for f in [adapter / "adapter_config.json", *weights]:
         digest.update(f.read_bytes())
     final = cache_dir() / "merged" / f"{adapter.resolve().name}-{digest.hexdigest()[:12]}"
-    return _build_once(final, lambda tmp: merge_adapter(str(adapter), str(tmp), trust_remote_code))
+    return build_once(final, lambda tmp: merge_adapter(str(adapter), str(tmp), trust_remote_code))
 
 
 def merge_adapter(adapter: str, out_dir: str, trust_remote_code: bool = False) -> None:
@@ -218,36 +217,4 @@ def merge_adapter(adapter: str, out_dir: str, trust_remote_code: bool = False) -
     tok_src = adapter if (Path(adapter) / "tokenizer_config.json").is_file() else base.path
     AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code).save_pretrained(
         out_dir
-    )
-
-
-# --------------------------------------------------------------------- grpo-gsm8k export ADAPTER
-
-
-@dataclass
-class ExportConfig:
-    """Options of ``grpo-gsm8k export``: merge a LoRA adapter (a ``train --use_peft`` output or
-    checkpoint) into its base model and save a plain transformers checkpoint with the tokenizer."""
-
-    positional: ClassVar[tuple[str, ...]] = ("adapter",)
-
-    adapter: str = field(metadata={"help": "folder with adapter_config.json"})
-    out: str = field(metadata={"help": "output folder for the merged checkpoint"})
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "allow the model's own Python code"}
-    )
-
-
-def export(config: ExportConfig) -> Path:
-    """The merged checkpoint in ``config.out``, built in a temp folder beside it and renamed."""
-    if not (Path(config.adapter) / "adapter_config.json").is_file():
-        raise ModelError(f"{config.adapter}: not a LoRA adapter folder (no adapter_config.json)")
-    check_adapter(Path(config.adapter))
-    final = Path(config.out)
-    if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise ModelError(f"{config.out}: already exists and is not an empty folder")
-    if final.is_dir():
-        final.rmdir()
-    return _build_once(
-        final, lambda tmp: merge_adapter(config.adapter, str(tmp), config.trust_remote_code)
     )

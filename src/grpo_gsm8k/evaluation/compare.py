@@ -88,7 +88,7 @@ def load_run(
     return rows
 
 
-def compare_runs(config: CompareConfig) -> dict[str, Any]:
+def run(config: CompareConfig) -> dict[str, Any]:
     """Write compare.json (all numbers) and compare.jsonl (the questions whose strict or flexible
     correctness differs, with both completions) to ``out`` (default ``<RUN_B>/compare-<A>``)."""
     run_a, run_b, out = config.run_a, config.run_b, config.out

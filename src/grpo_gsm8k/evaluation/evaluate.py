@@ -1,7 +1,7 @@
 """``grpo-gsm8k eval``: generate answers to GSM8K questions, grade them, write samples + summary;
 ``grpo-gsm8k grade``: re-grade saved generations from any tool.
 
-:class:`EvalConfig` is every option of ``eval`` (the CLI is generated from it); :func:`run_eval`
+:class:`EvalConfig` is every option of ``eval`` (the CLI is generated from it); :func:`run`
 is the command: the run's setup (model, tokenizer, prompt, hardware choice; together its
 identity), opening the run folder (:mod:`.run_folder`: start, resume or refuse, before the model
 loads), generating the missing rows chunk by chunk (appended to ``samples.jsonl``), and the
@@ -14,20 +14,18 @@ rerunning the same command resumes from there.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, cast
 
-from ..data import DataError, Example, load_prepared
+from ..data import Example, load_prepared
 from ..errors import UserError
 from ..generation import Backend, SamplingSettings
-from ..grading import MODES, extract, parse_gold, same_number, score_completions
+from ..grading import score_completions
 from ..hardware import BACKENDS, DTYPES, HardwareChoice, choose
 from ..options import MODEL_HELP, DecodingOptions, ModelOptions
 from ..prompts import (
@@ -43,14 +41,13 @@ from ..runfiles import (
     append_jsonl,
     check_output_dir,
     fingerprint,
-    read_jsonl,
     write_json,
 )
 from .run_folder import EvalError, RunFolder, model_sha256, open_run
 from .summary import EvalSummary, build_summary, print_summary
 from .summary import summarize as summarize  # the metrics, also read here by the report
 
-__all__ = ["EvalConfig", "EvalError", "GradeConfig", "grade_file", "run_eval", "summarize"]
+__all__ = ["EvalConfig", "EvalError", "run", "summarize"]
 
 # ------------------------------------------------------------------------------------ settings
 
@@ -254,7 +251,7 @@ def eval_setup(config: EvalConfig, sampling: SamplingSettings) -> EvalSetup:
 # ------------------------------------------------------------------------------------ the run
 
 
-def run_eval(config: EvalConfig) -> EvalSummary:
+def run(config: EvalConfig) -> EvalSummary:
     """Evaluate ``config.model`` on ``config.data``; write samples.jsonl and summary.json in the
     output folder and return the summary. Resumes an interrupted run in the same folder."""
     started = time.perf_counter()
@@ -388,51 +385,3 @@ def sample_row(
         "truncated": [c.truncated for c in group],
         "gen_s": gen_s,  # this row's share of the chunk's time
     }
-
-
-# ------------------------------------------------------------------------ grpo-gsm8k grade FILE
-
-
-@dataclass
-class GradeConfig:
-    """Options of ``grpo-gsm8k grade``: re-score saved generations from any tool. Rows need
-    ``completion`` and ``answer`` (a bare number, or a GSM8K solution ending in ``#### N``)."""
-
-    positional: ClassVar[tuple[str, ...]] = ("file",)
-
-    file: str = field(metadata={"help": "JSONL file of rows with 'completion' and 'answer'"})
-    mode: Literal["strict", "flexible", "both"] = field(
-        default="both", metadata={"help": "which grading mode(s) to apply"}
-    )
-
-
-def grade_file(config: GradeConfig) -> int:
-    """Every row is checked before anything is written, so bad input leaves no partial output.
-    Graded rows go to stdout as JSONL; a summary goes to stderr. Returns the exit status."""
-    path = config.file
-    modes = MODES if config.mode == "both" else (config.mode,)
-    out = []
-    for lineno, row in read_jsonl(path):
-        where = f"{path}:{lineno}"
-        completion = row.get("completion")
-        if not isinstance(completion, str):
-            raise DataError(f"{where}: field 'completion' must be a string")
-        answer = row.get("answer")
-        if isinstance(answer, int | float) and not isinstance(answer, bool):
-            answer = str(answer)  # a bare number: "answer": 5
-        if not isinstance(answer, str) or not answer.strip():
-            raise DataError(f"{where}: field 'answer' must be a number or a non-empty string")
-        try:
-            gold = parse_gold(answer)
-        except ValueError:
-            raise DataError(f"{where}: field 'answer' has no number") from None
-        for m in modes:
-            row[f"pred_{m}"] = extract(completion, m)
-            row[f"correct_{m}"] = same_number(row[f"pred_{m}"], gold)
-        out.append(row)
-    if not out:
-        raise DataError(f"{path}: no rows")
-    sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
-    summary = ", ".join(f"{m} {sum(r[f'correct_{m}'] for r in out) / len(out):.1%}" for m in modes)
-    print(f"graded {len(out)} rows: accuracy {summary}", file=sys.stderr)
-    return 0

@@ -134,7 +134,7 @@ def check_shards(shards: list[dict[str, Any]]) -> int:
     return count
 
 
-def merge_shards(config: MergeConfig) -> EvalSummary:
+def run(config: MergeConfig) -> EvalSummary:
     """Write ``out``/samples.jsonl, run.json and summary.json from the shard folders; return the
     summary."""
     final = Path(config.out)

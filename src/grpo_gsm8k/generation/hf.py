@@ -14,7 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..prompts import prompt_ids
-from . import Completion, SamplingSettings, Streamed
+from .types import Completion, SamplingSettings, Streamed
 
 
 def special_ids(model: Any, tokenizer: Any) -> tuple[set[int], int]:

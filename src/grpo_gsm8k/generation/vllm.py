@@ -44,7 +44,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..prompts import prompt_ids
-from . import Completion, SamplingSettings, Streamed
+from .types import Completion, SamplingSettings, Streamed
 
 CPU_MEMORY_UTILIZATION = 0.25
 GPU_MEMORY_UTILIZATION = 0.9

@@ -29,8 +29,8 @@ is always escaped) and writes the files.
 
 from __future__ import annotations
 
-from .build import ReportConfig, build_report
+from .build import ReportConfig, run
 from .numbers import ema
 from .runs import ReportError
 
-__all__ = ["ReportConfig", "ReportError", "build_report", "ema"]
+__all__ = ["ReportConfig", "ReportError", "ema", "run"]

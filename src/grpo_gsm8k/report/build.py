@@ -1,5 +1,6 @@
-"""``build_report``: read the runs, assemble the sections, render the page and write the files
-(the PNGs, report.json, and report.html last), each through a temp file and a rename."""
+"""``grpo-gsm8k report`` (:func:`run`): read the runs, assemble the sections, render the page and
+write the files (the PNGs, report.json, and report.html last), each through a temp file and a
+rename."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ from typing import ClassVar
 
 from .. import __version__, runfiles
 from ..runfiles import REPORT_HTML, REPORT_JSON, atomic_write_bytes, atomic_write_text, output_dir
-from . import sections
 from .numbers import data_groups, pairs
 from .runs import ReportError, Run, load_runs
+from .sections import (
+    Report,
+    eval_section,
+    inputs_section,
+    paired_section,
+    train_section,
+    watch_section,
+)
 
 
 @dataclass
@@ -72,21 +80,21 @@ def default_out(runs: Sequence[str]) -> Path:
     return parent / "report"
 
 
-def assemble(config: ReportConfig, runs: list[Run], out: Path) -> sections.Report:
+def assemble(config: ReportConfig, runs: list[Run], out: Path) -> Report:
     """Every section of the report, its figures and the numbers of report.json."""
-    report = sections.Report(config.smoothing, config.samples_per_stage, config.max_changed)
+    report = Report(config.smoothing, config.samples_per_stage, config.max_changed)
     train_runs = [r for r in runs if r.kind == "train"]
     evals = [r for r in runs if r.kind == "eval"]
     eval_runs = [r for group in data_groups(evals) for r in group]  # by data set
     if train_runs:
-        sections.train_section(report, train_runs)
+        train_section(report, train_runs)
     if eval_runs:
-        sections.eval_section(report, eval_runs)
+        eval_section(report, eval_runs)
     found = pairs(runs)
     if found:
-        sections.paired_section(report, found)
+        paired_section(report, found)
     if train_runs or eval_runs:
-        sections.watch_section(report, train_runs, eval_runs)
+        watch_section(report, train_runs, eval_runs)
     provenance = [r.provenance() for r in runs]  # after pairing: its notes are in
     report.numbers = {
         "report": {
@@ -102,11 +110,11 @@ def assemble(config: ReportConfig, runs: list[Run], out: Path) -> sections.Repor
         "inputs": provenance,
         **report.numbers,
     }
-    sections.inputs_section(report, runs, provenance)
+    inputs_section(report, runs, provenance)
     return report
 
 
-def render_html(report: sections.Report, runs: list[Run]) -> str:
+def render_html(report: Report, runs: list[Run]) -> str:
     """The page, from ``templates/report.html.j2`` with autoescape on and report.css inlined."""
     from jinja2 import Environment, PackageLoader, select_autoescape
     from markupsafe import Markup
@@ -129,7 +137,7 @@ def render_html(report: sections.Report, runs: list[Run]) -> str:
     )
 
 
-def build_report(config: ReportConfig) -> Path:
+def run(config: ReportConfig) -> Path:
     """Read the runs, draw the figures and write report.html, the PNGs and report.json into the
     output folder; returns the path of report.html."""
     config.check()
@@ -147,4 +155,5 @@ def build_report(config: ReportConfig) -> Path:
             stale.unlink()
     atomic_write_text(out / REPORT_JSON, json.dumps(report.numbers, indent=2, default=str) + "\n")
     atomic_write_text(out / REPORT_HTML, page)  # last
+    print(f"wrote {out / REPORT_HTML} (figures *.png and {REPORT_JSON} beside it)")
     return out / REPORT_HTML

@@ -10,7 +10,20 @@ from typing import Any
 
 from ..labels import METRIC_LABELS, ci_text, pct
 from ..reward_hacking import FLAGS, completion_flags
-from . import figures as F
+from .figures import (
+    PAIRED_RATES,
+    Figure,
+    eval_metrics_figure,
+    eval_watch_figure,
+    group_figure,
+    held_out_figure,
+    paired_figure,
+    pass_k_figure,
+    png,
+    speed_figure,
+    step_figure,
+    train_watch_figure,
+)
 from .numbers import (
     SAMPLING_GROUPS,
     TRAIN_METRICS,
@@ -86,15 +99,15 @@ class Report:
     smoothing: float
     samples_per_stage: int
     max_changed: int
-    figures: list[F.Figure] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
 
     def add_figure(
         self, fig: Any, name: str, section: str, caption: str, data: Any = None
-    ) -> F.Figure:
+    ) -> Figure:
         title = fig.axes[0].get_title(loc="left")
-        made = F.Figure(name, title, caption, F.png(fig), section)
+        made = Figure(name, title, caption, png(fig), section)
         self.figures.append(made)
         self.numbers.setdefault("figures", []).append(
             {"file": f"{name}.png", "title": title, "section": section, "data": data}
@@ -115,11 +128,11 @@ def _flag_names(flags: dict[str, bool | None]) -> list[str]:
 
 def train_section(report: Report, runs: list[Run]) -> None:
     weight = report.smoothing
-    figs: list[F.Figure] = []
+    figs: list[Figure] = []
     numbers: dict[str, Any] = {r.label: {} for r in runs}
 
     def add(metric: Metric) -> None:
-        fig, data = F.step_figure(metric, runs, weight)
+        fig, data = step_figure(metric, runs, weight)
         if not data:
             return
         for label, points in data.items():
@@ -142,7 +155,7 @@ def train_section(report: Report, runs: list[Run]) -> None:
                 about=f"Mean of the '{name}' reward function over the step's completions.",
             )
         )
-    fig, held = F.held_out_figure(runs)
+    fig, held = held_out_figure(runs)
     if any(held.values()):
         for label, data in held.items():
             numbers[label]["held_out"] = data
@@ -154,7 +167,7 @@ def train_section(report: Report, runs: list[Run]) -> None:
     for metric in TRAIN_METRICS[1:]:
         add(metric)
     for group in SAMPLING_GROUPS:
-        fig, data = F.group_figure(group, runs)
+        fig, data = group_figure(group, runs)
         if data:
             for label, points in data.items():
                 numbers[label].update(points)
@@ -231,13 +244,13 @@ def train_table(runs: list[Run]) -> Table:
 # ---------------------------------------------------------------------------------------- eval
 
 
-def _eval_figures(report: Report, runs: list[Run], metrics: dict[str, Any]) -> list[F.Figure]:
+def _eval_figures(report: Report, runs: list[Run], metrics: dict[str, Any]) -> list[Figure]:
     datasets = {m["dataset_label"] for m in metrics.values() if m.get("dataset_label")}
     panels = {d: [r for r in runs if metrics[r.label].get("dataset_label") == d] for d in datasets}
     panels = dict(sorted(panels.items(), key=lambda kv: runs.index(kv[1][0])))
     figs = [
         report.add_figure(
-            F.eval_metrics_figure(runs, metrics, panels),
+            eval_metrics_figure(runs, metrics, panels),
             "eval-metrics",
             "eval",
             "Points: rate; bars: Wilson 95% interval on the n questions (with K samples per "
@@ -246,7 +259,7 @@ def _eval_figures(report: Report, runs: list[Run], metrics: dict[str, Any]) -> l
             {k: v["rates"] for k, v in metrics.items()},
         )
     ]
-    fig = F.pass_k_figure(runs, metrics)
+    fig = pass_k_figure(runs, metrics)
     if fig is not None:
         figs.append(
             report.add_figure(
@@ -257,7 +270,7 @@ def _eval_figures(report: Report, runs: list[Run], metrics: dict[str, Any]) -> l
                 {k: {"pass@k": v["pass@k"], "maj@k": v["maj@k"]} for k, v in metrics.items()},
             )
         )
-    fig = F.speed_figure(runs, metrics)
+    fig = speed_figure(runs, metrics)
     if fig is not None:
         figs.append(
             report.add_figure(
@@ -331,7 +344,7 @@ def eval_rows(metrics: list[dict[str, Any]]) -> list[list[str | Cell]]:
 
 def _paired_rows(metrics: dict[str, Any]) -> list[list[str | Cell]]:
     rows: list[list[str | Cell]] = []
-    for key in F.PAIRED_RATES:
+    for key in PAIRED_RATES:
         r = metrics.get(key)
         if not r:
             continue
@@ -373,7 +386,7 @@ def paired_section(report: Report, found: list[dict[str, Any]]) -> None:
     for i, pair in enumerate(found):
         s = pair["summary"]
         fig = report.add_figure(
-            F.paired_figure(pair),
+            paired_figure(pair),
             f"paired-{i + 1}",
             "paired",
             "Difference B − A with Newcombe's paired 95% interval (method 10); p: exact McNemar; "
@@ -421,14 +434,14 @@ WATCH_MEANING = {
 
 def _watch_figures(
     report: Report, train_runs: list[Run], eval_runs: list[Run], numbers: dict[str, Any]
-) -> list[F.Figure]:
+) -> list[Figure]:
     figs = []
     if train_runs and any(w["step"] for w in numbers["train"].values()):
         watches = numbers["train"]
         per_step = sorted({n for w in watches.values() for n in w["n"]})
         figs.append(
             report.add_figure(
-                F.train_watch_figure(train_runs, watches),
+                train_watch_figure(train_runs, watches),
                 "watch-train",
                 "watch",
                 f"Share of the completions logged in completions.jsonl at each step "
@@ -439,7 +452,7 @@ def _watch_figures(
     if eval_runs:
         figs.append(
             report.add_figure(
-                F.eval_watch_figure(eval_runs, numbers["eval"]),
+                eval_watch_figure(eval_runs, numbers["eval"]),
                 "watch-eval",
                 "watch",
                 "Share of each eval's completions with each flag.",

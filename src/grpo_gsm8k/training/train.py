@@ -77,7 +77,7 @@ class TrainData:
     eval_rows: list[Example]
 
 
-def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
+def run(script: GSM8KArguments, config: GRPOConfig) -> Path:
     """Train with the settings of a recipe + overrides; return the output dir."""
     check(script, config)  # every check that needs no model happens here
     changes = resume_changes(script, config) if script.resume else {}
@@ -117,6 +117,8 @@ def train(script: GSM8KArguments, config: GRPOConfig) -> Path:
         from ..models import merge_adapter
 
         merge_adapter(str(out), str(out / "merged"), config.trust_remote_code)
+    if main_process:
+        print(f"wrote {out} (model, checkpoints, {METRICS}, {TRAIN_CONFIG})")
     return out
 
 
