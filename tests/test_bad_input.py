@@ -1,5 +1,5 @@
 """Every bad input a user can give is one clear line (exit 2, no traceback, nothing half-written)
-or the right behaviour; each case of the hardening issue is a row here, through the real CLI."""
+or the right behaviour; each case is a row here (README, Bad input), through the real CLI."""
 
 from __future__ import annotations
 

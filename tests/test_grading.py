@@ -92,7 +92,7 @@ def test_edge_cases(completion: str, strict: str | None, flexible: str | None) -
     assert extract_flexible(completion) == flexible
 
 
-# The protocol corners of issue 9: headings, "=" after "answer is", Unicode digits, long numbers.
+# Protocol corners: headings, "=" after "answer is", Unicode digits, long numbers.
 PROTOCOL_CASES = [
     ("#### Step 2: Revenue\nShe makes $18", None, "18"),
     ("#### Step 2: Revenue\n9 * 2 = 18\n#### 18", "18", "18"),

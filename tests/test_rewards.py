@@ -53,7 +53,7 @@ def test_plain_string_lists_and_published_format() -> None:
     assert fmt(["p"], [throwaway]) == [-0.2]
 
 
-# ------------------------------------------------------------- adversarial completions (issue 9)
+# ------------------------------------------------------------------------ adversarial completions
 
 WORK = "Janet has 16 - 3 - 4 = 9 eggs left and sells them at $2 each, so she makes 9 * 2 = 18."
 HONEST = f"{WORK}\n#### 18"
