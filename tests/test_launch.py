@@ -446,22 +446,28 @@ def test_resume_under_another_launch_is_refused(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from grpo_gsm8k.errors import RecipeError
+    from grpo_gsm8k.runfiles import fingerprint
+    from grpo_gsm8k.training.recipe import resolved_settings
 
     out = tmp_path / "out"
+    argv = [
+        "--config", "recipes/cpu-smollm2.yaml", "--train_file", str(prepared / "train.jsonl"),
+        "--eval_file", str(prepared / "eval.jsonl"), "--output_dir", str(out),
+        "--use_vllm", "false",
+    ]  # fmt: skip
+    settings = resolved_settings(*parse_train(argv))  # the run's own settings: the launch differs
+    settings["data"] = {"train": fingerprint(prepared / "train.jsonl")}
+    argv.append("--resume")
     (out / "checkpoint-2").mkdir(parents=True)
     ddp = yaml.safe_load((REPO / "launch/accelerate/ddp.yaml").read_text())
     record = {
+        **json.loads(json.dumps(settings, default=str)),
         "launch": {
             "world_size": 2, "num_machines": 2,
             "accelerate_config_file": {"path": "/x/launch/accelerate/ddp.yaml", "settings": ddp},
-        }
+        },
     }  # fmt: skip
     (out / "grpo_gsm8k_config.json").write_text(json.dumps(record))
-    argv = [
-        "--config", "recipes/cpu-smollm2.yaml", "--train_file", str(prepared / "train.jsonl"),
-        "--eval_file", str(prepared / "eval.jsonl"), "--output_dir", str(out), "--resume",
-        "--use_vllm", "false",
-    ]  # fmt: skip
     monkeypatch.delenv("GRPO_GSM8K_RESHARD", raising=False)
     with pytest.raises(RecipeError) as e:
         parse_train(argv)

@@ -324,9 +324,9 @@ def check_run_folder(script: GSM8KArguments, config: Any) -> None:
             f"{config.output_dir} already has {Path(checkpoint).name}; pass --resume to continue "
             "it or choose another --output_dir"
         )
+    check_resume_launch(config, script.resume)  # the launch first: a new one cannot resume at all
     if script.resume:
         resume_changes(script, config)
-    check_resume_launch(config, script.resume)
 
 
 def reward_settings(script: GSM8KArguments) -> RewardSettings:
