@@ -94,6 +94,7 @@ def train(args: argparse.Namespace, variant: str, seed: int, extra: list[str]) -
     folder = Path(args.out) / f"{variant}-s{seed}" / "train"
     if (folder / "model.safetensors").is_file():
         return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
     resume = ["--resume"] if any(folder.glob("checkpoint-*")) else []
     cli(
         [
