@@ -602,6 +602,12 @@ def test_train_resume_with_other_settings_is_refused(
         [*_train(prepared, out, *args)[1:], "--resume_override", "learning_rate"]
     )
     assert resume_changes(script, config) == {"learning_rate": [5e-05, 0.001]}
+    # a checkpoint a killed process was still writing is not resumed from
+    from grpo_gsm8k.training.resume import last_checkpoint
+
+    (out / "checkpoint-2").mkdir()
+    (out / "checkpoint-2" / "model.safetensors").write_bytes(b"")
+    assert last_checkpoint(out) == out / "checkpoint-1"
 
 
 def test_export_of_an_adapter_whose_config_is_not_json(

@@ -30,7 +30,7 @@ from ..errors import OptionsError, RecipeError
 from ..options import field_names, parse_options, read_config_file
 from ..prompts import PROMPT_STYLES
 from ..rewards import DEFAULT_REWARDS, REWARD_NAMES, RewardSettings
-from .resume import TRAIN_DATA_FIELD, check_override_names, resume_changes
+from .resume import TRAIN_DATA_FIELD, check_override_names, last_checkpoint, resume_changes
 from .validate import check_ranges, check_recipe_types, check_reward_settings
 
 # What differs from GRPOConfig's own defaults when a recipe does not say otherwise.
@@ -317,8 +317,10 @@ def check_run_folder(script: GSM8KArguments, config: Any) -> None:
 
     out = Path(str(config.output_dir))
     checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if script.resume and checkpoint is None:
-        raise RecipeError(f"--resume: no checkpoint-* folder in {config.output_dir}")
+    if script.resume and (checkpoint is None or last_checkpoint(out) is None):
+        raise RecipeError(
+            f"--resume: no checkpoint-* folder with a trainer_state.json in {config.output_dir}"
+        )
     if not script.resume and checkpoint is not None:
         raise RecipeError(
             f"{config.output_dir} already has {Path(checkpoint).name}; pass --resume to continue "

@@ -74,6 +74,17 @@ FIXED = frozenset(
 )
 
 
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest ``checkpoint-N`` of ``out`` that was saved whole: the trainer writes its
+    ``trainer_state.json`` last, so a process killed while saving leaves a folder without one."""
+    found = [
+        p
+        for p in out.glob("checkpoint-*")
+        if p.name[len("checkpoint-") :].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return max(found, key=lambda p: int(p.name[len("checkpoint-") :]), default=None)
+
+
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
     """Values as the record holds them (JSON, with ``str`` for what JSON cannot hold)."""
     return dict(json.loads(json.dumps(values, default=str)))

@@ -63,7 +63,7 @@ from .callbacks import (
 from .distributed import SaveOnSignal, launch_record
 from .recipe import GSM8KArguments, check, peft_config, resolved_settings
 from .recipe import reward_settings as make_reward_settings
-from .resume import resume_changes
+from .resume import last_checkpoint, resume_changes
 from .vllm_sync import precision_record
 
 
@@ -156,10 +156,8 @@ def start_logs(out: Path, resume: bool, main_process: bool) -> str | None:
                 print(f"note: {out / name} is from a run with no checkpoint; starting it afresh")
                 (out / name).unlink()
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    checkpoint = get_last_checkpoint(str(out))
-    step = read_json(Path(checkpoint) / "trainer_state.json")["global_step"]
+    checkpoint = last_checkpoint(out)  # checked: there is one
+    step = read_json(Path(str(checkpoint)) / "trainer_state.json")["global_step"]
     for name in (METRICS, COMPLETIONS):
         if main_process:
             _truncate_jsonl(out / name, step)
