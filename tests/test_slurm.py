@@ -241,11 +241,14 @@ def test_two_node_training_signal_requeue_resume(
     assert record["resumed_from"] == str(checkpoint)
     # the model was staged on the batch host and given to both nodes as a folder
     assert record["model"]["path"] == resolve_model("smollm2-135m").path
-    # each node has its own log; only rank 0 writes the run
+    # each node has its own log, per run (the batch log only says what started where)
     logs = tmp_path / "logs"
-    node0, node1 = (logs / f"grpo-gsm8k-{job_id}-r1-node{i}.out" for i in (0, 1))
-    assert f"wrote {out}" in node0.read_text() and f"wrote {out}" not in node1.read_text()
-    assert (logs / f"grpo-gsm8k-{job_id}-r0-node0.out").is_file()  # the first run's
+    for restart in (0, 1):
+        for rank in (0, 1):
+            text = (logs / f"grpo-gsm8k-{job_id}-r{restart}-node{rank}.out").read_text()
+            assert f" task {rank} VLLM_HOST_IP=127.0.0.1: " in text
+            assert f"--machine_rank {rank} " in text
+    assert " task 0 VLLM_HOST_IP" not in log
 
     # the checkpoint evaluates
     evaluated = tmp_path / "eval"
