@@ -459,6 +459,7 @@ def test_resume_under_another_launch_is_refused(
     settings["data"] = {"train": fingerprint(prepared / "train.jsonl")}
     argv.append("--resume")
     (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
     ddp = yaml.safe_load((REPO / "launch/accelerate/ddp.yaml").read_text())
     record = {
         **json.loads(json.dumps(settings, default=str)),
