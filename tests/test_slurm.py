@@ -236,9 +236,13 @@ def test_two_node_training_signal_requeue_resume(
         2,
         "accelerate",
     )
-    assert launch["env"]["SLURM_NNODES"] == "2" and launch["env"]["SLURM_RESTART_COUNT"] == "1"
+    assert launch["env"]["SLURM_NNODES"] == "2"
     assert launch["env"]["VLLM_HOST_IP"] == "127.0.0.1"  # what n1 resolves to here
-    assert record["resumed_from"] == str(checkpoint)
+    # the restart is appended to the record (the first launch's stays as it was)
+    (resumed,) = record["resumes"]
+    assert resumed["checkpoint"] == str(checkpoint)
+    assert resumed["launch"]["env"]["SLURM_RESTART_COUNT"] == "1"
+    assert (resumed["launch"]["world_size"], resumed["launch"]["num_machines"]) == (2, 2)
     # the model was staged on the batch host and given to both nodes as a folder
     assert record["model"]["path"] == resolve_model("smollm2-135m").path
     # each node has its own log, per run (the batch log only says what started where)
