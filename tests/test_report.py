@@ -193,6 +193,10 @@ def test_a_flat_series_gets_a_sane_axis() -> None:
     assert formatter.get_useOffset() is False and offset == ""  # type: ignore[attr-defined]
     limits, _, offset = axis("reward_std", [0.0, 0.0, 0.0])
     assert limits == (-1.0, 1.0) and offset == ""
+    limits, _, offset = axis("reward_std", [1.27e-7])  # one step's float noise around 0 is 0
+    assert limits == (-1.0, 1.0) and offset == ""
+    limits, _, _ = axis("learning_rate", [5e-7, 5e-7])  # a small learning rate is no noise
+    assert limits == pytest.approx((2.5e-7, 7.5e-7))
     limits, _, _ = axis("learning_rate", [5e-5, 5e-5])
     assert limits == pytest.approx((2.5e-5, 7.5e-5))
     limits, _, _ = axis("reward", [-1.0, -0.5, 0.2])  # a moving series keeps matplotlib's axis

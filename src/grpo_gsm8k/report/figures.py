@@ -77,7 +77,10 @@ def _percent_axis(ax: Any, lower: float = 0.0, upper: float = 1.0) -> None:
     ax.set_ylim(lower - 0.03, upper + 0.03)
 
 
-def flat_axis(ax: Any, values: list[float]) -> bool:
+FLAT_ABS_ZERO = 1e-6  # a flat series this close to 0 is drawn as 0
+
+
+def flat_axis(ax: Any, values: list[float], snap_zero: bool = True) -> bool:
     """For a series that does not move (its spread is float noise, e.g. 1.27e-7 around -1.0):
     centre the y axis on the value with a margin of half its size (1 around 0) and plain tick
     labels, instead of an axis of noise with a "1e-7" offset. Whether the series was flat."""
@@ -90,6 +93,8 @@ def flat_axis(ax: Any, values: list[float]) -> bool:
     if high - low > max(FLAT_ABS, FLAT_REL * max(abs(low), abs(high))):
         return False
     middle = (low + high) / 2
+    if snap_zero and abs(middle) < FLAT_ABS_ZERO:  # a 0 that float arithmetic left at 1.27e-7
+        middle = 0.0
     margin = 0.5 * abs(middle) if middle else 1.0
     ax.set_ylim(middle - margin, middle + margin)
     formatter = ScalarFormatter(useOffset=False)
@@ -99,9 +104,14 @@ def flat_axis(ax: Any, values: list[float]) -> bool:
 
 
 def _integer_steps(ax: Any) -> None:
+    """Whole steps on the x axis; one logged step is drawn between its neighbours, not on an axis
+    of fractions of a step."""
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    low, high = ax.dataLim.intervalx
+    if math.isfinite(low) and math.isfinite(high) and high - low < 1:
+        ax.set_xlim(low - 1, high + 1)
 
 
 def _legend(ax: Any) -> None:
@@ -169,9 +179,9 @@ def step_figure(metric: Metric, runs: list[Run], weight: float) -> tuple[Any, di
             )
     if metric.percent:
         _percent_axis(ax)
-    elif not flat_axis(ax, [v for p in data.values() for v in p["value"]]) and (
-        metric.key == "learning_rate"
-    ):
+    elif not flat_axis(
+        ax, [v for p in data.values() for v in p["value"]], metric.key != "learning_rate"
+    ) and (metric.key == "learning_rate"):
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     _integer_steps(ax)
     _legend(ax)
