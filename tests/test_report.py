@@ -101,7 +101,7 @@ def _write_eval(
     folder: Path, data: Path, questions: dict[str, tuple[str, str]] = QUESTIONS
 ) -> Path:
     """An eval folder as ``grpo-gsm8k eval`` writes it: graded rows and their summary."""
-    from grpo_gsm8k.evaluation.evaluate import summarize
+    from grpo_gsm8k.evaluation.summary import summarize
     from grpo_gsm8k.grading import score_completions
     from grpo_gsm8k.runfiles import fingerprint, write_json, write_jsonl
 

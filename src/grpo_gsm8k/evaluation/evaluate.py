@@ -45,9 +45,8 @@ from ..runfiles import (
 )
 from .run_folder import EvalError, RunFolder, model_sha256, open_run
 from .summary import EvalSummary, build_summary, print_summary
-from .summary import summarize as summarize  # the metrics, also read here by the report
 
-__all__ = ["EvalConfig", "EvalError", "run", "summarize"]
+__all__ = ["EvalConfig", "EvalError", "run"]
 
 # ------------------------------------------------------------------------------------ settings
 

@@ -240,7 +240,7 @@ def load_eval(run: Run) -> None:
     line is an interrupted eval, noted with how to finish it) and summary.json (checked field by
     field); an unfinished eval (no summary yet) is summarized from its samples."""
     from ..evaluation.compare import load_run
-    from ..evaluation.evaluate import summarize
+    from ..evaluation.summary import summarize
 
     samples = run.path / SAMPLES
     torn: list[str] = []

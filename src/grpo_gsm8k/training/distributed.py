@@ -32,6 +32,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..errors import RecipeError
+from ..runfiles import TRAIN_CONFIG
 
 # set to resume a run under another world size or accelerate config (see check_resume_launch)
 RESHARD_VARIABLE = "GRPO_GSM8K_RESHARD"
@@ -194,7 +195,7 @@ def check_resume_launch(config: Any, resume: bool) -> None:
     """On ``--resume``: the launch recorded in ``output_dir``'s ``grpo_gsm8k_config.json`` must
     have the same world size and accelerate config as this one (the global batch, and DeepSpeed
     or FSDP shards, depend on both), unless ``$GRPO_GSM8K_RESHARD`` is 1."""
-    path = Path(str(config.output_dir)) / "grpo_gsm8k_config.json"
+    path = Path(str(config.output_dir)) / TRAIN_CONFIG
     if not resume or _flag(RESHARD_VARIABLE) or not path.is_file():
         return
     try:
