@@ -16,7 +16,8 @@ final answer line (what the ``format`` reward pays for), stopped (not truncated)
 (flexible and strict).
 
 Variants: ``base`` is the recipe as it is; ``dynamic`` adds dynamic sampling
-(``--dynamic_sampling_rounds 2``). Arguments after ``--`` go to every ``grpo-gsm8k train``
+(``--dynamic_sampling_rounds 2``); ``ladder`` pays -0.1 for one answer line with more after it
+(``format_marker``) and adds TRL's soft overlong punishment (``overlong``, weight 0.2). Arguments after ``--`` go to every ``grpo-gsm8k train``
 (e.g. ``-- --max_steps 12`` for a shortened setting).
 
 Every run's folders are kept under ``--out/<variant>-s<seed>/`` and each finished run is one line
@@ -50,6 +51,14 @@ from grpo_gsm8k.runfiles import provenance  # noqa: E402
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "dynamic": ["--dynamic_sampling_rounds", "2"],
+    # denser rungs: one answer line anywhere earns -0.1 (over -0.2), and TRL's soft overlong
+    # punishment (x0.2) costs a completion that runs into the token limit up to 0.2
+    "ladder": [
+        *("--rewards", "accuracy", "format", "length", "overlong"),
+        *("--reward_weights", "1", "1", "1", "0.2"),
+        "--reward_settings",
+        '{"format_partial": 0.0, "format_marker": -0.1, "overlong_cache": 16}',
+    ],
 }
 METRICS = {  # compare's name -> the label printed
     "format": "format",

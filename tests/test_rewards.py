@@ -101,12 +101,14 @@ def total_rewards(
     return [round(sum(values), 6) for values in zip(*per_func, strict=True)]
 
 
-@pytest.mark.parametrize("partial", [-0.2, 0.0])  # the default, and the CPU recipe's ladder
+@pytest.mark.parametrize(
+    ("partial", "marker"), [(-0.2, -0.2), (0.0, -0.2), (0.0, -0.1)]
+)  # the default, and the CPU recipe's ladders
 @pytest.mark.parametrize(("name", "completion"), ADVERSARIAL, ids=[n for n, _ in ADVERSARIAL])
 def test_honest_completion_gets_strictly_the_most(
-    name: str, completion: str, partial: float
+    name: str, completion: str, partial: float, marker: float
 ) -> None:
-    settings = RewardSettings(format_partial=partial)
+    settings = RewardSettings(format_partial=partial, format_marker=marker)
     honest, adversarial = total_rewards([HONEST, completion], "18", settings)
     assert honest == 1.2
     assert adversarial < honest, name
@@ -132,6 +134,19 @@ def test_format_partial_is_a_ladder() -> None:
     ]
     bad = [-0.2] * 9
     assert fmt(["p"] * 12, completions, gold=["18"] * 12) == [*bad, 0.0, 0.0, 0.2]
+    # the rung below: that one answer line of the graded number, more on its line or after it
+    (fmt,) = make_reward_funcs(["format"], RewardSettings(format_partial=0.0, format_marker=-0.1))
+    rungs = [-0.2, -0.2, -0.2, -0.1, -0.1, -0.1, -0.1, -0.1, -0.2, 0.0, 0.0, 0.2]
+    assert fmt(["p"] * 12, completions, gold=["18"] * 12) == rungs
+
+
+def test_overlong_is_trls_soft_punishment_from_token_ids() -> None:
+    """overlong: 0 up to max - cache tokens, then linearly down to -1 at the limit."""
+    (overlong,) = make_reward_funcs(["overlong"], RewardSettings(overlong_cache=16), 128)
+    ids = [[1] * n for n in (30, 112, 120, 128)]
+    assert overlong(["p"] * 4, ["c"] * 4, completion_ids=ids) == [0.0, 0.0, -0.5, -1.0]
+    with pytest.raises(ValueError, match="overlong_cache"):
+        make_reward_funcs(["overlong"], RewardSettings(overlong_cache=16), 0)
 
 
 @pytest.mark.parametrize(

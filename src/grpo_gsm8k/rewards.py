@@ -19,6 +19,9 @@ format
     ...``) followed by a line is not that shape and earns ``format_bad``. Set between the two (the
     CPU recipe: 0.0) the rung is a ladder for a model that rarely writes the whole format yet:
     one answer line and a stop soon after beat none, and only stopping on it earns ``format_ok``.
+    ``format_marker`` (by default also -0.2) is the rung below it: that same one answer line of the
+    graded number with more on its line or after it (a truncated tail too); the CPU recipe's -0.1
+    pays a model for writing its answer line at all before it learns to stop there.
 format_published
     A stricter reading of the published format reward: ``format_ok`` when the completion has any
     ``#### <number>`` (``####`` directly followed by a number), wherever and whatever the number.
@@ -26,6 +29,11 @@ format_published
 length
     ``short_penalty`` (-0.5) when the completion, with runs of whitespace counted as one space, is
     shorter than ``min_chars`` (30), else 0.
+overlong
+    DAPO's soft overlong punishment (TRL's ``get_soft_overlong_punishment``, from the token ids):
+    0 up to ``max_completion_length - overlong_cache`` tokens, then falling linearly to -1 at
+    ``max_completion_length`` (a completion cut off there). The length a truncated completion
+    would have had is unknown, so this is the one reward that says "stop before the limit".
 
 The ``*_seed`` rewards are the published seed scripts' three reward functions (``train_grpo.py``
 of the public grpo_gsm8k repository), reimplemented from their documented behaviour so that the
@@ -64,7 +72,14 @@ from .grading import (
 
 RewardFunc = Callable[..., list[float]]
 SEED_REWARDS = ("format_seed", "accuracy_seed", "length_seed")  # the published order
-REWARD_NAMES = ("accuracy", "format", "format_published", "length", *SEED_REWARDS)  # every reward
+REWARD_NAMES = (
+    "accuracy",
+    "format",
+    "format_published",
+    "length",
+    "overlong",
+    *SEED_REWARDS,
+)  # every reward
 DEFAULT_REWARDS = ("accuracy", "format", "length")
 _DIGITS = re.compile(r"\d+")
 
@@ -79,8 +94,10 @@ class RewardSettings:
     format_ok: float = 0.2
     format_bad: float = -0.2
     format_partial: float = -0.2  # one answer line of the graded number, then one more line
+    format_marker: float = -0.2  # that one answer line with more after it
     short_penalty: float = -0.5
     min_chars: int = 30
+    overlong_cache: int = 16  # overlong: tokens before max_completion_length where it starts
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RewardSettings:
@@ -133,8 +150,11 @@ def _answer_then_one_line(text: str) -> bool:
     return "####" not in last and answer_line(head) is not None
 
 
-def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) -> list[RewardFunc]:
-    """The reward functions called ``names`` (from :data:`REWARD_NAMES`), in order."""
+def make_reward_funcs(
+    names: list[str], settings: RewardSettings | None = None, max_completion_length: int = 0
+) -> list[RewardFunc]:
+    """The reward functions called ``names`` (from :data:`REWARD_NAMES`), in order;
+    ``overlong`` needs ``max_completion_length``."""
     s = settings or RewardSettings()
 
     def accuracy(
@@ -157,7 +177,7 @@ def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) 
             elif marker[1] == 1 and _answer_then_one_line(text):
                 out.append(s.format_partial)
             else:
-                out.append(s.format_bad)
+                out.append(s.format_marker)
         return out
 
     def format_published(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
@@ -198,7 +218,28 @@ def make_reward_funcs(names: list[str], settings: RewardSettings | None = None) 
         "accuracy_seed": accuracy_seed,
         "length_seed": length_seed,
     }
+    if "overlong" in names:
+        table["overlong"] = _overlong(max_completion_length, s.overlong_cache)
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise ValueError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(table)}")
+        raise ValueError(
+            f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(REWARD_NAMES)}"
+        )
     return [table[n] for n in names]
+
+
+def _overlong(max_completion_length: int, cache: int) -> RewardFunc:
+    """TRL's soft overlong punishment, named ``overlong`` in the logs."""
+    from trl.rewards import get_soft_overlong_punishment
+
+    if not 0 <= cache < max_completion_length:
+        raise ValueError(
+            f"overlong needs 0 <= overlong_cache < max_completion_length, got {cache} and "
+            f"{max_completion_length}"
+        )
+    punish = get_soft_overlong_punishment(max_completion_length, cache)
+
+    def overlong(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        return [float(r) for r in punish(completion_ids=kwargs["completion_ids"])]
+
+    return overlong

@@ -273,9 +273,15 @@ def check_settings(script: GSM8KArguments, config: Any) -> None:
             f"known: {', '.join(REWARD_NAMES)}"
         )
     try:
-        reward_settings(script)
+        settings = reward_settings(script)
     except (ValueError, TypeError) as e:
         raise RecipeError(f"reward_settings: {e}") from None
+    cache, limit = settings.overlong_cache, config.max_completion_length
+    if "overlong" in script.rewards and not 0 <= cache < limit:
+        raise RecipeError(
+            f"reward_settings: overlong_cache must be >= 0 and below max_completion_length "
+            f"({limit}), got {cache}"
+        )
     if config.reward_weights is not None and len(config.reward_weights) != len(script.rewards):
         raise RecipeError(
             f"reward_weights has {len(config.reward_weights)} values for "

@@ -213,7 +213,9 @@ def build_trainer(
             for e in data.train_rows
         ]
     )
-    rewards = make_reward_funcs(script.rewards, make_reward_settings(script))
+    rewards = make_reward_funcs(
+        script.rewards, make_reward_settings(script), config.max_completion_length or 0
+    )
     completions_log = CompletionLog(
         out / COMPLETIONS, script.completions_per_step, config.process_index, config.world_size
     )
