@@ -155,3 +155,28 @@ def test_compare_shorter_but_better_is_no_collapse(
     assert result["metrics"]["accuracy_strict"]["diff_ci"][0] > 0
     assert result["warnings"] == []
     assert "no win on its own" not in stdout
+
+
+def test_compare_warns_when_b_is_truncated_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # B writes the format more often but runs into the token limit on 18 of 20 (A: 2 of 20)
+    n = 20
+    a = _run_with(
+        tmp_path / "A", [False] * n, ["2 + 2 = 4"] * n, [90] * n, [i < 2 for i in range(n)]
+    )
+    b = _run_with(
+        tmp_path / "B",
+        [False] * n,
+        ["#### 4 and on and on"] * n,
+        [128] * n,
+        [i < 18 for i in range(n)],
+    )
+    code, stdout, _ = run_cli(["compare", str(a), str(b)], capsys)
+    assert code == 0
+    result = json.loads((b / "compare-A" / "compare.json").read_text())
+    assert result["warnings"] == [
+        "B runs into the token limit more often than A (stopped 90.0% -> 10.0%): its completions "
+        "are cut off more, whatever else it gained"
+    ]
+    assert f"warning: {result['warnings'][0]}" in stdout

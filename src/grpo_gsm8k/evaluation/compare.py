@@ -13,7 +13,9 @@ A model can learn to stop early without learning to answer: "stopped" then rises
 completions collapse into short non-answers. :func:`collapse_warnings` says so, in one line under
 the table and in compare.json's ``warnings``, when B's first completions are on average under
 half as long as A's with no significant accuracy or format gain, or more than 20% of them hold
-no number at all.
+no number at all. The opposite failure gets a line too: B stops before the token limit
+significantly less often than A (the paired CI of "stopped" below 0), so its answers may be
+cut off, and a format gain comes with unfinished completions.
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ def collapse_warnings(
     results: dict[str, dict[str, Any]],
 ) -> list[str]:
     """One line per sign that B's completions collapsed to short non-answers (first completions
-    of the common questions): what a rise in "stopped" alone does not show."""
+    of the common questions): what a rise in "stopped" alone does not show; and one when B is
+    truncated significantly more often than A."""
     warnings = []
     gain = any(results[m]["diff_ci"][0] > 0 for m in GAINS if m in results)
     tokens = [[_first_count(run[i].get("tokens")) for i in common] for run in (a, b)]
@@ -187,6 +190,12 @@ def collapse_warnings(
                 "with no significant accuracy or format gain: B may stop early without "
                 "answering, so 'stopped' is no win on its own"
             )
+    stopped = results.get("stopped")
+    if stopped and stopped["diff_ci"][1] < 0:
+        warnings.append(
+            f"B runs into the token limit more often than A (stopped {pct(stopped['rate_a'])} -> "
+            f"{pct(stopped['rate_b'])}): its completions are cut off more, whatever else it gained"
+        )
     empty = sum(not re.search(r"[0-9]", str(b[i]["completions"][0])) for i in common)
     if empty > NO_NUMBER * len(common):
         warnings.append(
