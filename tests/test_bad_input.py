@@ -210,6 +210,55 @@ def test_compare_warns_on_unfinished_and_identical_runs(
     assert "has no summary.json" in stdout
 
 
+# ------------------------------------------------------------------------------------ filter
+
+
+def test_filter_refuses_runs_it_cannot_use(
+    prepared: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from test_difficulty import PATTERNS, sampling_run
+
+    data = tmp_path / "data" / "train.jsonl"
+    data.parent.mkdir()
+    shutil.copy(prepared / "train.jsonl", data)
+    out = tmp_path / "out"
+
+    def refused(*argv: str) -> str:
+        code, _, err = run(["filter", *argv, "--out", str(out)], capsys)
+        assert not out.exists()
+        return one_error_line(code, err, "filter")
+
+    assert f"{tmp_path / 'nowhere'}: no such eval folder" in refused(str(tmp_path / "nowhere"))
+    passk = sampling_run(monkeypatch, data, tmp_path / "passk", PATTERNS)
+    for bounds, message in [
+        (["--max-correct", "5"], "--max-correct 5: the run has 4 completions per question"),
+        (["--min-correct", "-1"], "--min-correct must be at least 0, got -1"),
+        (["--min-correct", "3", "--max-correct", "2"], "--min-correct 3 is above --max-correct 2"),
+    ]:
+        assert message in refused(str(passk), *bounds)
+    code, _, err = run(["filter", str(passk), "--out", str(data.parent)], capsys)
+    assert f"would overwrite {data}, the run's data file" in one_error_line(code, err, "filter")
+    easy = sampling_run(monkeypatch, data, tmp_path / "easy", ["RRRR", "WWWW", "RRRR"])
+    assert refused(str(easy)).endswith(
+        "no question has 1 <= correct <= 3 of 4 completions (flexible): of 3, 1 never solved, "
+        "2 always solved; nothing written"
+    )
+    greedy = sampling_run(monkeypatch, data, tmp_path / "greedy", ["R", "W"], greedy=True)
+    assert f"{greedy}/summary.json: a greedy run (field 'decoding.temperature' is 0" in refused(
+        str(greedy)
+    )
+    one = sampling_run(monkeypatch, data, tmp_path / "one", ["R", "W"])  # eval --samples 1
+    assert f"{one}/summary.json: field 'decoding.n' is 1 (eval --samples 1)" in refused(str(one))
+    (passk / "summary.json").rename(passk / "summary.json.away")  # as an unfinished eval
+    assert "no summary.json (not a finished eval" in refused(str(passk))
+    (passk / "summary.json.away").rename(passk / "summary.json")
+    data.write_text(data.read_text().replace("Natalia", "Natasha", 1))  # the data file changed
+    assert "(field 'data.sha256'): the file changed since the eval" in refused(str(passk))
+
+
 # ------------------------------------------------------------------------------------- train
 
 

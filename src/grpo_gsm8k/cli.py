@@ -40,6 +40,11 @@ COMMANDS: dict[str, Command] = {
     "compare": Command(
         "evaluation.compare", "CompareConfig", "paired comparison of two eval runs (CIs, McNemar)"
     ),
+    "filter": Command(
+        "difficulty",
+        "FilterConfig",
+        "keep the questions a sampling eval solved sometimes (0 < pass@K < 1) as train.jsonl",
+    ),
     "train": Command(
         "training.train",
         "GSM8KArguments",
