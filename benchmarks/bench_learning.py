@@ -17,8 +17,9 @@ final answer line (what the ``format`` reward pays for), stopped (not truncated)
 
 Variants: ``base`` is the recipe as it is; ``dynamic`` adds dynamic sampling
 (``--dynamic_sampling_rounds 2``); ``ladder`` pays -0.1 for one answer line with more after it
-(``format_marker``) and adds TRL's soft overlong punishment (``overlong``, weight 0.2). Arguments after ``--`` go to every ``grpo-gsm8k train``
-(e.g. ``-- --max_steps 12`` for a shortened setting).
+(``format_marker``) and adds TRL's soft overlong punishment (``overlong``, weight 0.2).
+Arguments after ``--`` go to every ``grpo-gsm8k train`` (e.g. ``-- --max_steps 12`` for a
+shortened setting).
 
 Every run's folders are kept under ``--out/<variant>-s<seed>/`` and each finished run is one line
 of ``--out/results.jsonl`` (with the CPU flags, the settings and the provenance), so a second
