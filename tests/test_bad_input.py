@@ -530,6 +530,10 @@ def test_train_data_with_duplicate_ids_is_refused(
         (["--reward_settings", '{"format_partial": "abc"}'], "format_partial must be float"),
         (["--reward_settings", '{"min_chars": 2.5}'], "min_chars must be int, got 2.5"),
         (["--reward_weights", "1", "inf", "1"], "reward_weights must be finite numbers"),
+        (
+            ["--rewards", "accuracy", "overlong", "--reward_settings", '{"overlong_cache": 999}'],
+            "overlong_cache must be >= 0 and below max_completion_length",
+        ),
         (["--model_name_or_path", "org/name"], "name the model with `model`"),
         (["--dtype", "float32", "--model_init_kwargs", '{"dtype": "bfloat16"}'], "disagree"),
         (["--resume_override", "learning_rat"], "resume_override: unknown field(s) learning_rat"),
