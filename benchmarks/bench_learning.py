@@ -15,9 +15,10 @@ the rates, the paired difference and the exact McNemar p) on format (a ``#### N`
 final answer line (what the ``format`` reward pays for), stopped (not truncated) and accuracy
 (flexible and strict).
 
-Variants: ``base`` is the recipe as it is; ``dynamic`` adds dynamic sampling
-(``--dynamic_sampling_rounds 2``); ``ladder`` pays -0.1 for one answer line with more after it
-(``format_marker``) and adds TRL's soft overlong punishment (``overlong``, weight 0.2).
+Variants: ``base`` is the recipe as it is (dynamic sampling on: ``dynamic_sampling_rounds:
+2``); ``no-dynamic`` turns it off; ``dynamic`` sets 2 rounds (the recipe's default since
+2026-12-02); ``ladder`` pays -0.1 for one answer line with more after it (``format_marker``) and
+adds TRL's soft overlong punishment (``overlong``, weight 0.2).
 Arguments after ``--`` go to every ``grpo-gsm8k train`` (e.g. ``-- --max_steps 12`` for a
 shortened setting).
 
@@ -51,6 +52,7 @@ from grpo_gsm8k.runfiles import provenance  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "base": [],
+    "no-dynamic": ["--dynamic_sampling_rounds", "0"],
     "dynamic": ["--dynamic_sampling_rounds", "2"],
     # denser rungs: one answer line anywhere earns -0.1 (over -0.2), and TRL's soft overlong
     # punishment (x0.2) costs a completion that runs into the token limit up to 0.2

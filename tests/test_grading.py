@@ -281,3 +281,13 @@ def test_indexed_lookups_agree_with_direct_search(tokens: list[str]) -> None:
         assert extract_flexible(text) == direct
     finally:
         grading._Scan.__init__ = original  # type: ignore[method-assign]
+
+
+def test_answer_line_ok_needs_a_completion_that_stopped() -> None:
+    """An eval completion cut off at the token limit did not end on its answer line, whatever
+    its last line reads (`#### 0000…` written up to the limit)."""
+    from grpo_gsm8k.grading import score_completions
+
+    texts = ["2 + 2 = 4\n#### 4", "#### 000000000000"]
+    assert score_completions(texts, "4")["answer_line_ok"] == [True, True]
+    assert score_completions(texts, "4", [False, True])["answer_line_ok"] == [True, False]

@@ -140,6 +140,17 @@ def test_format_partial_is_a_ladder() -> None:
     assert fmt(["p"] * 12, completions, gold=["18"] * 12) == rungs
 
 
+def test_format_pays_nothing_for_a_completion_cut_off_at_the_limit() -> None:
+    """A completion that reached max_completion_length tokens ended on nothing: its last line
+    may read as an answer line (`#### 0000…` written up to the limit), it earns format_bad."""
+    (fmt,) = make_reward_funcs(["format"], RewardSettings(format_partial=0.0), 8)
+    texts = [f"{WORK}\n#### 18", f"{WORK}\n#### 18\nThe answer is: 18.", "#### 00000000"]
+    stopped = [[1] * 7] * 3
+    assert fmt(["p"] * 3, texts, gold=["18"] * 3, completion_ids=stopped) == [0.2, 0.0, 0.2]
+    cut = [[1] * 8] * 3
+    assert fmt(["p"] * 3, texts, gold=["18"] * 3, completion_ids=cut) == [-0.2, -0.2, -0.2]
+
+
 def test_overlong_is_trls_soft_punishment_from_token_ids() -> None:
     """overlong: 0 up to max - cache tokens, then linearly down to -1 at the limit."""
     (overlong,) = make_reward_funcs(["overlong"], RewardSettings(overlong_cache=16), 128)

@@ -335,18 +335,25 @@ def grade(completion: str, gold: str, mode: Mode = "flexible") -> bool:
     return same_number(extract(completion, mode), gold)
 
 
-def score_completions(texts: list[str], gold: str) -> dict[str, list[Any]]:
+def score_completions(
+    texts: list[str], gold: str, truncated: list[bool] | None = None
+) -> dict[str, list[Any]]:
     """Per-completion grading of one question's completions: lists parallel to ``texts`` under
     pred_strict, correct_strict, pred_flexible, correct_flexible, format_ok (a ``#### N`` line
     was found, i.e. strict extraction found a number) and answer_line_ok (the completion ends with
-    its one ``#### N`` line: :func:`answer_line`)."""
+    its one ``#### N`` line: :func:`answer_line`; and, where ``truncated`` says so, it stopped
+    there: a completion cut off at the token limit, ``#### 0000…`` or a number cut in two, did not
+    end on its answer line)."""
     out: dict[str, list[Any]] = {}
     for mode in MODES:
         preds = [extract(t, mode) for t in texts]
         out[f"pred_{mode}"] = preds
         out[f"correct_{mode}"] = [same_number(p, gold) for p in preds]
     out["format_ok"] = [p is not None for p in out["pred_strict"]]
-    out["answer_line_ok"] = [answer_line(t) is not None for t in texts]
+    cut = truncated or [False] * len(texts)
+    out["answer_line_ok"] = [
+        answer_line(t) is not None and not c for t, c in zip(texts, cut, strict=True)
+    ]
     return out
 
 

@@ -10,7 +10,9 @@ accuracy
 format
     ``format_ok`` (+0.2) only for the answer format the prompt asks for: exactly one ``#### N``
     answer line, the last non-blank line of the completion, nothing else on it, and ``N`` is the
-    number the accuracy reward graded (:func:`grpo_gsm8k.grading.answer_line`); else
+    number the accuracy reward graded (:func:`grpo_gsm8k.grading.answer_line`), and the completion
+    stopped there: one cut off at ``max_completion_length`` tokens (TRL's ``completion_ids``)
+    ended on nothing, whatever its last line (``#### 0000…`` up to the limit); else
     ``format_bad`` (-0.2). A throwaway ``#### 0``, repeated or hedged answer lines, and text after
     the answer line all earn ``format_bad``; except that ``format_partial`` (by default also -0.2)
     goes to one shape only: that same well-formed answer line (``#### 18``, nothing else on it),
@@ -20,7 +22,7 @@ format
     CPU recipe: 0.0) the rung is a ladder for a model that rarely writes the whole format yet:
     one answer line and a stop soon after beat none, and only stopping on it earns ``format_ok``.
     ``format_marker`` (by default also -0.2) is the rung below it: that same one answer line of the
-    graded number with more on its line or after it (a truncated tail too); the CPU recipe's -0.1
+    graded number with more on its line or after it; the CPU recipe's -0.1
     pays a model for writing its answer line at all before it learns to stop there.
 format_published
     A stricter reading of the published format reward: ``format_ok`` when the completion has any
@@ -165,12 +167,15 @@ def make_reward_funcs(
             for c, g in zip(completions, gold, strict=True)
         ]
 
-    def format(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+    def format(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         out = []
-        for c in completions:
+        cut = _cut_off(kwargs.get("completion_ids"), max_completion_length, len(completions))
+        for c, truncated in zip(completions, cut, strict=True):
             text = completion_text(c)
-            marker = answer_marker(text)  # None (no or several answer lines): format_bad
-            if marker is None or not same_number(extract(text, s.mode), marker[0]):
+            marker = answer_marker(text)
+            # no answer line, several, or another number than graded; or cut off at the limit,
+            # so it ended on nothing (`#### 0000…` up to the limit)
+            if truncated or marker is None or not same_number(extract(text, s.mode), marker[0]):
                 out.append(s.format_bad)
             elif answer_line(text) is not None:  # that one line ends the completion
                 out.append(s.format_ok)
@@ -226,6 +231,14 @@ def make_reward_funcs(
             f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(REWARD_NAMES)}"
         )
     return [table[n] for n in names]
+
+
+def _cut_off(completion_ids: Any, max_completion_length: int, n: int) -> list[bool]:
+    """Which completions reached ``max_completion_length`` tokens (cut off, not stopped); all
+    False where the token ids or the limit are unknown."""
+    if not completion_ids or max_completion_length <= 0:
+        return [False] * n
+    return [len(ids) >= max_completion_length for ids in completion_ids]
 
 
 def _overlong(max_completion_length: int, cache: int) -> RewardFunc:

@@ -379,7 +379,7 @@ def sample_row(
         "gold": example.gold,
         "prompt": prompt,
         "completions": texts,
-        **score_completions(texts, example.gold),
+        **score_completions(texts, example.gold, [c.truncated for c in group]),
         "tokens": [c.tokens for c in group],
         "truncated": [c.truncated for c in group],
         "gen_s": gen_s,  # this row's share of the chunk's time
