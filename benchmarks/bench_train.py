@@ -12,7 +12,8 @@ tokens) trained for ``--steps`` steps twice, each in its own process, on the sam
 - ``ours``: ``grpo-gsm8k train`` as it is, with what it picks on this machine
   (src/grpo_gsm8k/hardware.py, choose_training: bf16 autocast + colocated vLLM where the CPU has
   bf16 units;
-  src/grpo_gsm8k/cpu_logprobs.py: the LM head scores completion tokens only).
+  src/grpo_gsm8k/cpu_logprobs.py: the LM head scores completion tokens only). Both run without
+  the recipe's dynamic sampling, so that a step is the same work in both.
 
 It prints, per configuration, the step time (first step apart: warm-up), the time of each part
 of a step (generation, weight sync, old log-probs, forward, backward, optimizer, reward), the mean
@@ -46,9 +47,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# Both without dynamic sampling (the recipe's is on): a step that refills its batch generates up
+# to 3x the completions, and the speed comparison keeps the work per step the same.
+SAME_WORK = ["--dynamic_sampling_rounds", "0"]
 CONFIGS: dict[str, list[str]] = {  # flags for `grpo-gsm8k train`; trl-default runs TRL's class
-    "trl-default": ["--use_vllm", "false", "--bf16", "false"],
-    "ours": [],
+    "trl-default": ["--use_vllm", "false", "--bf16", "false", *SAME_WORK],
+    "ours": SAME_WORK,
 }
 PLAIN_TRL = "trl-default"
 PARTS = ["generation", "sync", "old_logps", "forward", "backward", "optimizer", "reward"]

@@ -316,6 +316,7 @@ def _tiny_train(prepared: Path, out: Path) -> list[str]:
         "--max_completion_length", "16", "--eval_every", "1", "--eval_size", "2",
         "--eval_max_new_tokens", "16", "--save_steps", "2", "--max_steps", "2",
         "--use_vllm", "false", "--bf16", "false",  # the transformers path, as test_train's
+        "--dynamic_sampling_rounds", "0",  # as test_train's: 16 tokens, no reward spread
     ]  # fmt: skip
 
 

@@ -119,7 +119,9 @@ def train_args(prepared: Path, out: Path, *extra: str) -> list[str]:
         "--eval_file", str(prepared / "eval.jsonl"), "--output_dir", str(out),
         "--use_vllm", "false", "--bf16", "false", "--per_device_train_batch_size", "4",
         "--num_generations", "4", "--max_completion_length", "16", "--eval_every", "0",
-        "--completions_per_step", "2", "--save_steps", "100", *extra,
+        "--completions_per_step", "2", "--save_steps", "100",
+        "--dynamic_sampling_rounds", "0",  # 16 tokens: no reward spread to refill for
+        *extra,
     ]  # fmt: skip
 
 

