@@ -1,7 +1,7 @@
 """Learning over seeds: does the CPU recipe teach the same thing on every seed, and which variant
 teaches it more often?
 
-    .venv/bin/python benchmarks/bench_learning.py [--seeds 1 2 3 4 5] [--variants base dynamic]
+    .venv/bin/python benchmarks/bench_learning.py [--seeds 1 2 3 4 5] [--variants base no-dynamic]
         [--eval-n 128] [--symbolic-n 64] [--eval-backend auto] [--data data]
         [--out runs/bench_learning] [--max-runs N] [-- --field value ...]
 
@@ -183,11 +183,11 @@ def report(done: list[dict[str, Any]], sets: list[str]) -> None:
     print(f"CPU flags: {' '.join(cpu_flags())}; * = gain with exact McNemar p < {ALPHA}")
     for name in sets:
         print(f"\n{name}: before -> after (greedy), per run")
-        print(f"{'variant':8} {'seed':>4}  " + "".join(f"{v:<22}" for v in METRICS.values()))
+        print(f"{'variant':10} {'seed':>4}  " + "".join(f"{v:<22}" for v in METRICS.values()))
         for r in sorted(done, key=lambda r: (r["variant"], r["seed"])):
             metrics = r["paired"].get(name, {})
             cells = "".join(f"{cell(metrics[m]) if m in metrics else '-':<22}" for m in METRICS)
-            print(f"{r['variant']:8} {r['seed']:>4}  {cells}")
+            print(f"{r['variant']:10} {r['seed']:>4}  {cells}")
         for variant in VARIANTS:
             rows = [
                 r["paired"][name] for r in done if r["variant"] == variant and name in r["paired"]
@@ -218,7 +218,7 @@ def main() -> None:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["base", "no-dynamic"])
     ap.add_argument("--eval-n", type=int, default=128, help="GSM8K eval questions (default 128)")
     ap.add_argument("--symbolic-n", type=int, default=0, help="GSM-Symbolic questions (0: none)")
     ap.add_argument("--symbolic-data", default="data/gsm-symbolic/eval.jsonl")
