@@ -101,7 +101,9 @@ def test_bad_settings_fail_before_the_model_loads(
     assert not (tmp_path / "out" / "grpo_gsm8k_config.json").exists()
 
 
-@pytest.mark.parametrize("name", ["cpu-smollm2", "qwen2.5-3b-instruct", "llama-2-7b-chat"])
+@pytest.mark.parametrize(
+    "name", ["cpu-smollm2", "cpu-smollm2-accuracy", "qwen2.5-3b-instruct", "llama-2-7b-chat"]
+)
 def test_recipes_parse_with_dr_grpo(prepared: Path, tmp_path: Path, name: str) -> None:
     from grpo_gsm8k.training.recipe import parse_train_args
 
@@ -118,13 +120,13 @@ def test_recipes_parse_with_dr_grpo(prepared: Path, tmp_path: Path, name: str) -
             "--learning_rate",
             "1e-5",
             # bf16 needs a GPU here; one process gives 16 of the GPU recipes' 128 prompts per step
-            *([] if name == "cpu-smollm2" else ["--bf16", "false", "--prompts_per_step", "16"]),
+            *([] if name.startswith("cpu-") else ["--bf16", "false", "--prompts_per_step", "16"]),
         ]
     )
     assert (config.loss_type, config.scale_rewards, config.beta) == ("dr_grpo", "none", 0.0)
     assert config.learning_rate == 1e-5  # the command line wins over the recipe
     assert script.rewards == ["accuracy", "format", "length"]
-    if name != "cpu-smollm2":
+    if not name.startswith("cpu-"):
         assert config.use_vllm and config.vllm_mode == "colocate"
         assert config.num_generations == 4 and config.max_completion_length == 512
         assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 64
