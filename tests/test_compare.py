@@ -157,6 +157,37 @@ def test_compare_shorter_but_better_is_no_collapse(
     assert "no win on its own" not in stdout
 
 
+def test_compare_warns_when_b_guesses_in_the_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # B learned the answer line (0 -> 20 of 20) in a fifth of A's tokens, but solves 4 against
+    # A's 3: the format gain is significant, accuracy's is not (what recipes/cpu-smollm2-accuracy
+    # measured: 207 -> 40 tokens, accuracy 2.2% -> 3.0%, p = 0.215)
+    n = 20
+    a = _run_with(
+        tmp_path / "A", [i < 3 for i in range(n)], ["working ... so 1"] * n, [200] * n, [False] * n
+    )
+    b = _run_with(
+        tmp_path / "B", [i < 4 for i in range(n)], ["Restated.\n#### 1"] * n, [40] * n, [False] * n
+    )
+    for folder, fmt in ((a, False), (b, True)):
+        rows = read_rows(folder / "samples.jsonl")
+        for row in rows:
+            row["format_ok"] = [fmt]
+        (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, stdout, _ = run_cli(["compare", str(a), str(b)], capsys)
+    assert code == 0
+    result = json.loads((b / "compare-A" / "compare.json").read_text())
+    assert result["metrics"]["format"]["diff_ci"][0] > 0
+    assert result["metrics"]["accuracy_flexible"]["diff_ci"][0] <= 0
+    assert result["warnings"] == [
+        "B's completions are 40 tokens on average against A's 200, with no significant gain in "
+        "accuracy (flexible): B may write the answer line without working the problem out, so its "
+        "format gain is no win on its own"
+    ]
+    assert f"warning: {result['warnings'][0]}" in stdout
+
+
 def test_compare_warns_when_b_is_truncated_more(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,9 +13,11 @@ A model can learn to stop early without learning to answer: "stopped" then rises
 completions collapse into short non-answers. :func:`collapse_warnings` says so, in one line under
 the table and in compare.json's ``warnings``, when B's first completions are on average under
 half as long as A's with no significant accuracy or format gain, or more than 20% of them hold
-no number at all. The opposite failure gets a line too: B stops before the token limit
-significantly less often than A (the paired CI of "stopped" below 0), so its answers may be
-cut off, and a format gain comes with unfinished completions.
+no number at all; and when they are under half as long with a format gain but no significant gain
+in accuracy (flexible): an answer line written without the working (a guess). The opposite
+failure gets a line too: B stops before the token limit significantly less often than A (the
+paired CI of "stopped" below 0), so its answers may be cut off, and a format gain comes with
+unfinished completions.
 """
 
 from __future__ import annotations
@@ -184,11 +186,18 @@ def collapse_warnings(
     tokens = [[_first_count(run[i].get("tokens")) for i in common] for run in (a, b)]
     if all(t is not None for ts in tokens for t in ts):
         mean_a, mean_b = (sum(t or 0.0 for t in ts) / len(ts) for ts in tokens)
+        solved = "accuracy_flexible" in results and results["accuracy_flexible"]["diff_ci"][0] > 0
         if mean_b < COLLAPSE_TOKENS * mean_a and not gain:
             warnings.append(
                 f"B's completions are {mean_b:.0f} tokens on average against A's {mean_a:.0f}, "
                 "with no significant accuracy or format gain: B may stop early without "
                 "answering, so 'stopped' is no win on its own"
+            )
+        elif mean_b < COLLAPSE_TOKENS * mean_a and not solved:
+            warnings.append(
+                f"B's completions are {mean_b:.0f} tokens on average against A's {mean_a:.0f}, "
+                "with no significant gain in accuracy (flexible): B may write the answer line "
+                "without working the problem out, so its format gain is no win on its own"
             )
     stopped = results.get("stopped")
     if stopped and stopped["diff_ci"][1] < 0:
