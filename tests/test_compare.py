@@ -101,10 +101,18 @@ def test_compare_without_common_ids(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def _run_with(
-    folder: Path, correct: list[bool], texts: list[str], tokens: list[int], truncated: list[bool]
+    folder: Path,
+    correct: list[bool],
+    texts: list[str],
+    tokens: list[int],
+    truncated: list[bool],
+    format_ok: list[bool] | None = None,
 ) -> Path:
-    """An eval folder written by hand, with completions, token counts and truncation."""
-    outcomes = [(f"q{i}", ok, ok) for i, ok in enumerate(correct)]
+    """An eval folder written by hand, with completions, token counts and truncation (format_ok:
+    as correct unless given)."""
+    formats = format_ok or correct
+    pairs = zip(correct, formats, strict=True)
+    outcomes = [(f"q{i}", ok, fmt) for i, (ok, fmt) in enumerate(pairs)]
     _fake_run(folder, outcomes)
     rows = read_rows(folder / "samples.jsonl")
     for row, text, n, cut in zip(rows, texts, tokens, truncated, strict=True):
@@ -165,16 +173,13 @@ def test_compare_warns_when_b_guesses_in_the_format(
     # measured: 207 -> 40 tokens, accuracy 2.2% -> 3.0%, p = 0.215)
     n = 20
     a = _run_with(
-        tmp_path / "A", [i < 3 for i in range(n)], ["working ... so 1"] * n, [200] * n, [False] * n
-    )
+        tmp_path / "A", [i < 3 for i in range(n)], ["working ... so 1"] * n, [200] * n,
+        [False] * n, format_ok=[False] * n,
+    )  # fmt: skip
     b = _run_with(
-        tmp_path / "B", [i < 4 for i in range(n)], ["Restated.\n#### 1"] * n, [40] * n, [False] * n
-    )
-    for folder, fmt in ((a, False), (b, True)):
-        rows = read_rows(folder / "samples.jsonl")
-        for row in rows:
-            row["format_ok"] = [fmt]
-        (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp_path / "B", [i < 4 for i in range(n)], ["Restated.\n#### 1"] * n, [40] * n,
+        [False] * n, format_ok=[True] * n,
+    )  # fmt: skip
     code, stdout, _ = run_cli(["compare", str(a), str(b)], capsys)
     assert code == 0
     result = json.loads((b / "compare-A" / "compare.json").read_text())

@@ -182,18 +182,18 @@ def collapse_warnings(
     of the common questions): what a rise in "stopped" alone does not show; and one when B is
     truncated significantly more often than A."""
     warnings = []
-    gain = any(results[m]["diff_ci"][0] > 0 for m in GAINS if m in results)
+    gains = {m for m in GAINS if m in results and results[m]["diff_ci"][0] > 0}
     tokens = [[_first_count(run[i].get("tokens")) for i in common] for run in (a, b)]
     if all(t is not None for ts in tokens for t in ts):
         mean_a, mean_b = (sum(t or 0.0 for t in ts) / len(ts) for ts in tokens)
-        solved = "accuracy_flexible" in results and results["accuracy_flexible"]["diff_ci"][0] > 0
-        if mean_b < COLLAPSE_TOKENS * mean_a and not gain:
+        shorter = mean_b < COLLAPSE_TOKENS * mean_a
+        if shorter and not gains:
             warnings.append(
                 f"B's completions are {mean_b:.0f} tokens on average against A's {mean_a:.0f}, "
                 "with no significant accuracy or format gain: B may stop early without "
                 "answering, so 'stopped' is no win on its own"
             )
-        elif mean_b < COLLAPSE_TOKENS * mean_a and not solved:
+        elif shorter and "accuracy_flexible" not in gains:
             warnings.append(
                 f"B's completions are {mean_b:.0f} tokens on average against A's {mean_a:.0f}, "
                 "with no significant gain in accuracy (flexible): B may write the answer line "
